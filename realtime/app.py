@@ -1,0 +1,94 @@
+"""The Litestar application and the start-up and shutdown order of its long-lived parts.
+
+Start: database (migrated), broker, hub, message writer, token service. Shutdown, in reverse:
+stop accepting WebSocket connections, store and acknowledge the writes in flight, close sockets
+with 1001, stop the writer, the broker and the database engine.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from litestar import Litestar
+from litestar.openapi import OpenAPIConfig
+
+from persistence.database import Database
+
+from realtime.api import AUTH_MIDDLEWARE, EXCEPTION_HANDLERS, ROUTE_HANDLERS, request_max_body_size
+from realtime.auth.tokens import TokenService
+from realtime.broker import Broker, MemoryBroker, RedisBroker
+from realtime.gateway.handler import gateway
+from realtime.gateway.hub import Hub
+from realtime.pipeline import MessagePipeline
+from realtime.settings import Settings, load_settings, resolve_jwt_secret
+
+logger = logging.getLogger(__name__)
+
+
+def create_broker(settings: Settings) -> Broker:
+    if settings.redis_url:
+        return RedisBroker(settings.redis_url)
+    return MemoryBroker()
+
+
+def create_app(settings: Settings) -> Litestar:
+    """Build the application; its lifespan opens and closes the database, broker and writer."""
+
+    @asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        db = Database(settings.database_url)
+        await db.migrate()
+        broker = create_broker(settings)
+        hub = Hub(db, broker)
+        pipeline = MessagePipeline(
+            db,
+            hub,
+            batch_max=settings.write_batch_max,
+            batch_wait_ms=settings.write_batch_wait_ms,
+            queue_max=settings.write_queue_max,
+        )
+        hub.pipeline = pipeline
+        app.state.settings = settings
+        app.state.db = db
+        app.state.broker = broker
+        app.state.hub = hub
+        app.state.pipeline = pipeline
+        app.state.tokens = TokenService(db, secret=resolve_jwt_secret(settings), ttl_seconds=settings.token_ttl_seconds)
+
+        await broker.start()
+        await pipeline.start()
+        logger.info(
+            "Cortex Core ready: database %s, broker %s",
+            db.dialect,
+            "redis" if settings.redis_url else "in-process",
+        )
+        try:
+            yield
+        finally:
+            # A SIGTERM through `cortex-core serve` has drained and closed sockets already; this
+            # covers every other way the app stops.
+            hub.closing = True
+            await pipeline.drain(settings.shutdown_grace_seconds / 2)
+            await hub.shutdown(1.0)
+            await pipeline.stop(1.0)
+            await broker.stop()
+            await db.dispose()
+            logger.info("Cortex Core stopped")
+
+    app = Litestar(
+        route_handlers=[*ROUTE_HANDLERS, gateway],
+        exception_handlers=EXCEPTION_HANDLERS,
+        middleware=[AUTH_MIDDLEWARE],
+        lifespan=[lifespan],
+        request_max_body_size=request_max_body_size(settings),
+        openapi_config=OpenAPIConfig(title="Cortex Core", version="1.0.0"),
+    )
+    app.state.settings = settings
+    return app
+
+
+def create_app_from_env() -> Litestar:
+    """Application factory for `uvicorn --factory`: settings from the environment."""
+    return create_app(load_settings())

@@ -1,0 +1,1 @@
+"""The WebSocket gateway: the chat protocol spoken on `/ws`."""

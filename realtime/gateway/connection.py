@@ -1,0 +1,390 @@
+"""One WebSocket connection: its reader loop, its bounded outbox and its subscriptions.
+
+Frames from the client are handled one at a time, in arrival order. Sends do not wait for their
+ack before the next frame is read, but they enter the message pipeline in order, and the pipeline
+stores and acknowledges them in that order.
+
+The outbox is bounded (``outbox_max_frames``). A client that stops reading fills it and is closed
+with 4408; it reconnects with ``since_seq`` and loses nothing. Catch-up and gap fill never fill it
+past half, because they wait for room instead (``push_paced``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import time
+import uuid
+from collections.abc import Coroutine
+from functools import partial
+from typing import TYPE_CHECKING, Any
+
+from litestar import WebSocket
+
+from persistence.errors import ConflictError, InvalidError, NotFoundError, PersistenceError
+from persistence.models import NewMessage, User
+
+from realtime.gateway import frames
+from realtime.gateway.frames import FrameError
+from realtime.gateway.subscription import Subscription
+from realtime.pipeline import StoreOutcome
+from realtime.settings import Settings
+from realtime.wire import encode_json
+
+if TYPE_CHECKING:
+    from realtime.gateway.hub import Hub
+
+logger = logging.getLogger(__name__)
+
+CLOSE_GOING_AWAY = 1001
+CLOSE_INTERNAL_ERROR = 1011
+CLOSE_MESSAGE_TOO_BIG = 1009
+CLOSE_SLOW_CONSUMER = 4408
+# Sends of one connection that may wait for their ack at once; beyond this the reader stops
+# reading, which pushes back on the client through TCP.
+MAX_UNACKED_SENDS = 256
+# Largest `metadata` object accepted on a message, as serialized JSON.
+MAX_METADATA_BYTES = 16 * 1024
+
+
+class ConnectionClosing(Exception):
+    """The connection is closing; paced writers stop."""
+
+
+class Connection:
+    """The server side of one authenticated WebSocket."""
+
+    def __init__(self, socket: WebSocket, user: User, hub: Hub, settings: Settings) -> None:
+        self.session_id = uuid.uuid4().hex
+        self.user = user
+        self.user_id = user.user_id
+        self.hub = hub
+        self.settings = settings
+        self.subscriptions: dict[uuid.UUID, Subscription] = {}
+        # Conversations this user was found to see; checked once, dropped on a membership change.
+        self.visible: set[uuid.UUID] = set()
+        self._socket = socket
+        self._outbox: collections.deque[str] = collections.deque()
+        self._outbox_max = settings.outbox_max_frames
+        self._paced_limit = max(1, self._outbox_max // 2)
+        self._outbox_ready = asyncio.Event()
+        self._room = asyncio.Event()
+        self._room.set()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._writer: asyncio.Task[None] | None = None
+        self._closing = False
+        self._unacked = asyncio.Semaphore(MAX_UNACKED_SENDS)
+        self._rate = settings.rate_limit_messages_per_second
+        self._bucket = 2 * self._rate
+        self._bucket_updated = time.monotonic()
+
+    # Outbox
+
+    def push(self, frame: str) -> None:
+        """Queue a frame; a full outbox closes the connection as a slow consumer."""
+        if self._closing:
+            return
+        if len(self._outbox) >= self._outbox_max:
+            logger.warning(
+                "connection %s of user %s: outbox full (%d frames), closing as a slow consumer",
+                self.session_id, self.user_id, self._outbox_max,
+            )
+            self._close_now(CLOSE_SLOW_CONSUMER, "outbox full: the client is not reading fast enough")
+            return
+        self._outbox.append(frame)
+        self._outbox_ready.set()
+
+    def push_droppable(self, frame: str) -> None:
+        """Queue an ephemeral frame (typing) only while the outbox is under half full."""
+        if not self._closing and len(self._outbox) < self._paced_limit:
+            self._outbox.append(frame)
+            self._outbox_ready.set()
+
+    async def push_paced(self, frame: str) -> None:
+        """Queue a catch-up frame, waiting for room instead of overflowing the outbox."""
+        while len(self._outbox) >= self._paced_limit:
+            if self._closing:
+                raise ConnectionClosing
+            self._room.clear()
+            await self._room.wait()
+        if self._closing:
+            raise ConnectionClosing
+        self._outbox.append(frame)
+        self._outbox_ready.set()
+
+    async def _write_loop(self) -> None:
+        send = self._socket.send
+        outbox = self._outbox
+        while True:
+            await self._outbox_ready.wait()
+            self._outbox_ready.clear()
+            while outbox:
+                frame = outbox.popleft()
+                if len(outbox) < self._paced_limit:
+                    self._room.set()
+                await send({"type": "websocket.send", "text": frame})
+
+    # Tasks and closing
+
+    def start_task(self, coroutine: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
+        task = asyncio.create_task(coroutine, name=f"{name}-{self.session_id}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    def fail(self) -> None:
+        self._close_now(CLOSE_INTERNAL_ERROR, "internal error")
+
+    def _close_now(self, code: int, reason: str) -> None:
+        """Drop what is queued and close with `code`."""
+        if self._closing:
+            return
+        self._closing = True
+        self._room.set()
+        self._outbox.clear()
+        if self._writer is not None:
+            self._writer.cancel()
+        self.start_task(self._send_close(code, reason), "close")
+
+    async def close_gracefully(self, grace_seconds: float) -> None:
+        """Send what is queued (within the grace time), then close with 1001."""
+        if self._closing:
+            return
+        self._closing = True
+        self._room.set()
+        deadline = time.monotonic() + grace_seconds
+        while self._outbox and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        if self._writer is not None:
+            self._writer.cancel()
+        await self._send_close(CLOSE_GOING_AWAY, "server shutting down")
+
+    async def _send_close(self, code: int, reason: str) -> None:
+        try:
+            await self._socket.send({"type": "websocket.close", "code": code, "reason": reason})
+        except Exception as error:  # the client may be gone already; nothing more to do
+            logger.debug("connection %s: close %d not sent: %s", self.session_id, code, error)
+
+    # Main loop
+
+    async def run(self) -> None:
+        """Serve the connection until the client or the server closes it."""
+        self.hub.register(self)
+        self._writer = asyncio.create_task(self._write_loop(), name=f"writer-{self.session_id}")
+        self.push(frames.ready_frame(self.session_id, self.user_id, self.user.name))
+        logger.info("connection %s opened for user %s", self.session_id, self.user_id)
+        close_code: int | None = None
+        try:
+            while True:
+                event = await self._socket.receive()
+                if event["type"] == "websocket.disconnect":
+                    close_code = event.get("code")
+                    break
+                if self._closing:
+                    continue  # frames that arrive after the close decision are not handled
+                text = event.get("text")
+                if text is None:
+                    self.push(frames.error_frame(frames.BAD_FRAME, "frames must be text frames holding JSON", None))
+                    continue
+                await self._handle(text)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            logger.exception("connection %s failed", self.session_id)
+        finally:
+            await self._cleanup()
+        if close_code == CLOSE_MESSAGE_TOO_BIG:
+            logger.warning(
+                "connection %s of user %s closed with 1009: a frame was larger than %d bytes",
+                self.session_id, self.user_id, self.settings.max_frame_bytes,
+            )
+        logger.info("connection %s closed (code %s)", self.session_id, close_code)
+
+    async def _cleanup(self) -> None:
+        self._closing = True
+        self._room.set()
+        self.hub.unregister(self)
+        for subscription in list(self.subscriptions.values()):
+            await self.hub.remove_subscription(subscription)
+        self.subscriptions.clear()
+        tasks = [task for task in self._tasks if task.get_name().startswith("fill-")]
+        if self._writer is not None:
+            tasks.append(self._writer)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _handle(self, text: str) -> None:
+        ref: str | None = None
+        try:
+            frame = frames.parse_client_frame(text)
+            ref = frame.ref
+            if isinstance(frame, frames.SendFrame):
+                await self._handle_send(frame)
+            elif isinstance(frame, frames.SubscribeFrame):
+                await self._handle_subscribe(frame)
+            elif isinstance(frame, frames.UnsubscribeFrame):
+                await self._handle_unsubscribe(frame)
+            elif isinstance(frame, frames.TypingFrame):
+                await self._require_visible(frame.conversation_id, frame.ref)
+                self.hub.typing(frame.conversation_id, self.user_id, self)
+            else:
+                self.push(frames.pong_frame(frame.ref))
+        except FrameError as error:
+            self.push(frames.error_frame(error.code, error.detail, error.ref))
+        except Exception:
+            logger.exception("connection %s: handling a frame failed", self.session_id)
+            self.push(frames.error_frame(frames.INTERNAL, "the server failed to handle this frame", ref))
+
+    async def _require_visible(self, conversation_id: uuid.UUID, ref: str | None) -> None:
+        if conversation_id in self.visible:
+            return
+        try:
+            await self.hub.visible_conversation(self.user_id, conversation_id)
+        except NotFoundError as error:
+            raise FrameError(frames.NOT_FOUND, f"conversation {conversation_id} not found", ref) from error
+        self.visible.add(conversation_id)
+
+    async def _handle_subscribe(self, frame: frames.SubscribeFrame) -> None:
+        conversation_id = frame.conversation_id
+        existing = self.subscriptions.get(conversation_id)
+        if existing is not None:
+            self.push(frames.subscribed_frame(conversation_id, existing.last_seq, frame.ref))
+            return
+
+        try:
+            conversation = await self.hub.visible_conversation(self.user_id, conversation_id)
+        except NotFoundError as error:
+            raise FrameError(frames.NOT_FOUND, f"conversation {conversation_id} not found", frame.ref) from error
+        self.visible.add(conversation_id)
+
+        start = conversation.last_seq if frame.since_seq is None else min(frame.since_seq, conversation.last_seq)
+        subscription = Subscription(self, conversation_id, start)
+        self.subscriptions[conversation_id] = subscription
+        await self.hub.add_subscription(subscription)
+
+        # Messages stored between the access check and the broker subscription reached neither
+        # this subscription nor its catch-up, so read the last seq again now that events flow.
+        try:
+            current = await self.hub.visible_conversation(self.user_id, conversation_id)
+        except NotFoundError as error:
+            await self._drop_subscription(conversation_id)
+            raise FrameError(frames.NOT_FOUND, f"conversation {conversation_id} not found", frame.ref) from error
+        if self.subscriptions.get(conversation_id) is not subscription:
+            return  # removed while the read was in progress
+        self.push(frames.subscribed_frame(conversation_id, current.last_seq, frame.ref))
+        subscription.release(current.last_seq)
+
+    async def _handle_unsubscribe(self, frame: frames.UnsubscribeFrame) -> None:
+        await self._drop_subscription(frame.conversation_id)
+        self.push(frames.unsubscribed_frame(frame.conversation_id, "request", frame.ref))
+
+    async def _drop_subscription(self, conversation_id: uuid.UUID) -> bool:
+        subscription = self.subscriptions.pop(conversation_id, None)
+        if subscription is None:
+            return False
+        await self.hub.remove_subscription(subscription)
+        return True
+
+    def end_subscription(self, conversation_id: uuid.UUID, reason: str) -> None:
+        """End a subscription from the server side and tell the client why."""
+        self.visible.discard(conversation_id)
+        if conversation_id in self.subscriptions:
+            self.start_task(self._end_subscription(conversation_id, reason), "unsubscribe")
+
+    async def _end_subscription(self, conversation_id: uuid.UUID, reason: str) -> None:
+        if await self._drop_subscription(conversation_id):
+            self.push(frames.unsubscribed_frame(conversation_id, reason, None))
+            logger.info("connection %s: subscription to %s ended (%s)", self.session_id, conversation_id, reason)
+
+    def access_changed(self, conversation_id: uuid.UUID) -> None:
+        """Check access again after this user was removed; end the subscription if it is gone.
+
+        A removed participant who owns the workspace still sees the conversation and stays.
+        """
+        self.visible.discard(conversation_id)
+        if conversation_id in self.subscriptions:
+            self.start_task(self._recheck_access(conversation_id), "recheck")
+
+    async def _recheck_access(self, conversation_id: uuid.UUID) -> None:
+        try:
+            await self.hub.visible_conversation(self.user_id, conversation_id)
+        except NotFoundError:
+            await self._end_subscription(conversation_id, "removed")
+            return
+        self.visible.add(conversation_id)
+
+    # Sending
+
+    async def _handle_send(self, frame: frames.SendFrame) -> None:
+        content = frame.content
+        if not content.strip():
+            raise FrameError(frames.INVALID, "content must not be empty or blank", frame.ref)
+        if len(content) > self.settings.max_message_chars:
+            raise FrameError(
+                frames.INVALID,
+                f"content is {len(content)} characters long; the maximum is {self.settings.max_message_chars}",
+                frame.ref,
+            )
+        frames.check_client_msg_id(frame)
+        metadata = frame.metadata or {}
+        if metadata and len(encode_json(metadata)) > MAX_METADATA_BYTES:
+            raise FrameError(frames.INVALID, f"metadata is larger than {MAX_METADATA_BYTES} bytes of JSON", frame.ref)
+        if not self._take_rate_token():
+            raise FrameError(
+                frames.RATE_LIMITED,
+                f"more than {self._rate:g} messages per second; slow down and resend",
+                frame.ref,
+            )
+        await self._require_visible(frame.conversation_id, frame.ref)
+
+        message = NewMessage(
+            conversation_id=frame.conversation_id,
+            sender_id=self.user_id,
+            content=content,
+            client_msg_id=frame.client_msg_id,
+            metadata=metadata,
+        )
+        await self._unacked.acquire()
+        pipeline = self.hub.pipeline
+        if pipeline is None:
+            self._unacked.release()
+            raise FrameError(frames.INTERNAL, "the server is not ready to store messages", frame.ref)
+        await pipeline.enqueue(message, partial(self._on_stored, frame))
+
+    def _on_stored(self, frame: frames.SendFrame, outcome: StoreOutcome) -> None:
+        self._unacked.release()
+        if outcome.error is not None:
+            self.push(frames.error_frame(*_describe_store_error(outcome.error, frame), frame.ref))
+            return
+        result = outcome.result
+        if result is None or outcome.message_json is None:
+            return
+        ack = frames.ack_frame(outcome.message_json, frame.client_msg_id, frame.ref)
+        subscription = self.subscriptions.get(frame.conversation_id)
+        if subscription is not None and result.created:
+            subscription.offer_ack(result.message.seq, ack)
+        else:
+            self.push(ack)
+
+    def _take_rate_token(self) -> bool:
+        if self._rate <= 0:
+            return True
+        now = time.monotonic()
+        self._bucket = min(2 * self._rate, self._bucket + (now - self._bucket_updated) * self._rate)
+        self._bucket_updated = now
+        if self._bucket < 1:
+            return False
+        self._bucket -= 1
+        return True
+
+
+def _describe_store_error(error: Exception, frame: frames.SendFrame) -> tuple[str, str]:
+    if isinstance(error, NotFoundError):
+        return frames.NOT_FOUND, f"conversation {frame.conversation_id} not found"
+    if isinstance(error, (InvalidError, ConflictError)):
+        return frames.INVALID, error.detail
+    if isinstance(error, PersistenceError):
+        return frames.INVALID, error.detail
+    return frames.INTERNAL, "the message could not be stored; send it again with the same client_msg_id"

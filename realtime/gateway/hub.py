@@ -1,0 +1,187 @@
+"""The hub: this process's registry of WebSocket connections and their subscriptions.
+
+It delivers each stored message to the local subscribers of its conversation and publishes it to
+the other instances through the broker; events from other instances come back in through
+``on_broker_event``. Membership changes travel on the broker's control channel, so a removed
+participant loses its subscriptions on every instance.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections import defaultdict
+from typing import TYPE_CHECKING
+
+from persistence.database import Database
+from persistence.errors import NotFoundError
+from persistence.models import Conversation, Message
+
+from realtime.broker.base import CONTROL_CHANNEL, Broker, BrokerEvent, EventKind, conversation_channel
+from realtime.gateway.frames import message_frame, typing_frame
+
+if TYPE_CHECKING:
+    from realtime.gateway.connection import Connection
+    from realtime.gateway.subscription import Subscription
+    from realtime.pipeline import MessagePipeline
+
+logger = logging.getLogger(__name__)
+
+
+class Hub:
+    """Local connections, local subscriptions per conversation, and the bridge to the broker."""
+
+    def __init__(self, db: Database, broker: Broker) -> None:
+        self.db = db
+        self.broker = broker
+        self.pipeline: MessagePipeline | None = None
+        self.connections: dict[str, Connection] = {}
+        self._by_user: dict[uuid.UUID, set[Connection]] = defaultdict(set)
+        self._subscribers: dict[uuid.UUID, set[Subscription]] = {}
+        self.closing = False
+        broker.set_handlers(self.on_broker_event, self.resync)
+
+    # Connections and subscriptions
+
+    def register(self, connection: Connection) -> None:
+        self.connections[connection.session_id] = connection
+        self._by_user[connection.user_id].add(connection)
+
+    def unregister(self, connection: Connection) -> None:
+        self.connections.pop(connection.session_id, None)
+        user_connections = self._by_user.get(connection.user_id)
+        if user_connections is not None:
+            user_connections.discard(connection)
+            if not user_connections:
+                del self._by_user[connection.user_id]
+
+    async def add_subscription(self, subscription: Subscription) -> None:
+        """Register a subscription for live events; returns once the broker listens on its channel."""
+        subscribers = self._subscribers.get(subscription.conversation_id)
+        if subscribers is not None:
+            subscribers.add(subscription)
+            return
+        self._subscribers[subscription.conversation_id] = {subscription}
+        await self.broker.subscribe(conversation_channel(subscription.conversation_id))
+
+    async def remove_subscription(self, subscription: Subscription) -> None:
+        subscription.cancel()
+        subscribers = self._subscribers.get(subscription.conversation_id)
+        if subscribers is None:
+            return
+        subscribers.discard(subscription)
+        if not subscribers:
+            del self._subscribers[subscription.conversation_id]
+            await self.broker.unsubscribe(conversation_channel(subscription.conversation_id))
+
+    # Database reads for the gateway
+
+    async def visible_conversation(self, user_id: uuid.UUID, conversation_id: uuid.UUID) -> Conversation:
+        """Return the conversation if the user may see it; raise NotFoundError otherwise."""
+        async with self.db.unit_of_work() as uow:
+            return await uow.conversations.get(user_id, conversation_id)
+
+    async def read_after(self, conversation_id: uuid.UUID, after_seq: int, limit: int) -> list[Message]:
+        async with self.db.unit_of_work() as uow:
+            return await uow.messages.read_after(conversation_id, after_seq, limit)
+
+    # Events
+
+    def message_stored(self, message: Message, message_json: str) -> None:
+        """Deliver a stored message to local subscribers and publish it to the other instances."""
+        frame = message_frame(message_json)
+        self._deliver(message.conversation_id, message.seq, frame)
+        event = BrokerEvent(EventKind.MESSAGE, message.conversation_id, message.seq, frame, self.broker.instance_id)
+        self.broker.publish(conversation_channel(message.conversation_id), event)
+
+    def typing(self, conversation_id: uuid.UUID, user_id: uuid.UUID, origin: Connection) -> None:
+        """Relay a typing notice; at-most-once and unordered with messages, never stored."""
+        frame = typing_frame(conversation_id, user_id)
+        self._deliver_typing(conversation_id, frame, origin)
+        event = BrokerEvent(EventKind.TYPING, conversation_id, 0, frame, self.broker.instance_id)
+        self.broker.publish(conversation_channel(conversation_id), event)
+
+    async def participant_removed(self, conversation_id: uuid.UUID, user_id: uuid.UUID) -> None:
+        """End the removed user's subscriptions to the conversation on every instance."""
+        event = BrokerEvent(EventKind.PARTICIPANT_REMOVED, conversation_id, 0, str(user_id), self.broker.instance_id)
+        self.broker.publish(CONTROL_CHANNEL, event)
+        self._handle_removed(conversation_id, user_id)
+
+    async def conversation_deleted(self, conversation_id: uuid.UUID) -> None:
+        """End every subscription to a deleted conversation on every instance."""
+        event = BrokerEvent(EventKind.CONVERSATION_DELETED, conversation_id, 0, "", self.broker.instance_id)
+        self.broker.publish(CONTROL_CHANNEL, event)
+        self._handle_deleted(conversation_id)
+
+    def on_broker_event(self, event: BrokerEvent) -> None:
+        """Handle an event published by another instance."""
+        if event.kind is EventKind.MESSAGE:
+            self._deliver(event.conversation_id, event.seq, event.body)
+        elif event.kind is EventKind.TYPING:
+            self._deliver_typing(event.conversation_id, event.body, None)
+        elif event.kind is EventKind.PARTICIPANT_REMOVED:
+            try:
+                user_id = uuid.UUID(event.body)
+            except ValueError:
+                logger.warning("ignored a participant-removed event with a malformed user id")
+                return
+            self._handle_removed(event.conversation_id, user_id)
+        elif event.kind is EventKind.CONVERSATION_DELETED:
+            self._handle_deleted(event.conversation_id)
+
+    def _deliver(self, conversation_id: uuid.UUID, seq: int, frame: str) -> None:
+        subscribers = self._subscribers.get(conversation_id)
+        if not subscribers:
+            return
+        for subscription in subscribers:
+            subscription.offer(seq, frame)
+
+    def _deliver_typing(self, conversation_id: uuid.UUID, frame: str, origin: Connection | None) -> None:
+        for subscription in self._subscribers.get(conversation_id, ()):
+            if subscription.connection is not origin:
+                subscription.connection.push_droppable(frame)
+
+    def _handle_removed(self, conversation_id: uuid.UUID, user_id: uuid.UUID) -> None:
+        for connection in list(self._by_user.get(user_id, ())):
+            connection.access_changed(conversation_id)
+
+    def _handle_deleted(self, conversation_id: uuid.UUID) -> None:
+        for subscription in list(self._subscribers.get(conversation_id, ())):
+            subscription.connection.end_subscription(conversation_id, "deleted")
+        for connection in list(self.connections.values()):
+            connection.visible.discard(conversation_id)
+
+    async def resync(self) -> None:
+        """Compare every subscription with its conversation's last seq and fill what is missing.
+
+        Runs after the broker reconnects, because events published while it was away are lost to
+        this instance. It also checks access again, since a removal may have been missed too.
+        """
+        checks = [
+            (subscription, subscription.connection.user_id)
+            for subscribers in list(self._subscribers.values())
+            for subscription in list(subscribers)
+        ]
+        filled = 0
+        for subscription, user_id in checks:
+            try:
+                conversation = await self.visible_conversation(user_id, subscription.conversation_id)
+            except NotFoundError:
+                subscription.connection.access_changed(subscription.conversation_id)
+                continue
+            if conversation.last_seq > subscription.last_seq:
+                filled += 1
+            subscription.fill_to(conversation.last_seq)
+        logger.info("resync checked %d subscriptions, %d had missed messages", len(checks), filled)
+
+    async def shutdown(self, grace_seconds: float) -> None:
+        """Close every connection with 1001 after its queued frames are sent (within the grace time)."""
+        self.closing = True
+        connections = list(self.connections.values())
+        if not connections:
+            return
+        logger.info("closing %d WebSocket connections for shutdown", len(connections))
+        await asyncio.gather(
+            *(connection.close_gracefully(grace_seconds) for connection in connections), return_exceptions=True
+        )

@@ -1,0 +1,206 @@
+"""The message pipeline: every message, from a WebSocket send or a bot's HTTP post, goes through here.
+
+Steps: queue (bounded), store in a group commit, acknowledge, deliver and publish. One writer task
+per process takes the messages in arrival order and stores them in batches: a batch is everything
+waiting when the writer becomes free, up to ``batch_max`` messages, and when fewer are waiting it
+lingers up to ``batch_wait_ms`` for more. Because there is one writer and one FIFO queue, the
+messages of one connection are stored, and acknowledged, in the order they arrived.
+
+Guarantee: a completion callback (the ack) runs only after the batch has committed, so nothing
+acknowledged can be lost to a crash of this process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+from sqlalchemy.exc import DBAPIError
+
+from persistence.database import Database
+from persistence.errors import PersistenceError
+from persistence.models import AppendResult, Message, NewMessage
+
+from realtime.wire import encode_json, message_to_wire
+
+logger = logging.getLogger(__name__)
+
+# A batch that fails on a database error (a locked SQLite file, a dropped PostgreSQL connection) is
+# retried whole, which is safe because it rolled back; after this long its messages fail with
+# `internal` and are not acknowledged.
+STORE_RETRY_SECONDS = 15.0
+
+
+class StoredMessageSink(Protocol):
+    """Where stored messages go: the gateway's hub delivers them locally and publishes them."""
+
+    def message_stored(self, message: Message, message_json: str) -> None: ...
+
+
+@dataclass(slots=True)
+class StoreOutcome:
+    """What happened to one submitted message: a result, or an error that explains the failure."""
+
+    result: AppendResult | None
+    message_json: str | None
+    error: Exception | None
+
+
+Completion = Callable[[StoreOutcome], None]
+
+
+class MessagePipeline:
+    """Stores messages in group commits, then acknowledges, delivers and publishes them."""
+
+    def __init__(
+        self,
+        db: Database,
+        sink: StoredMessageSink,
+        *,
+        batch_max: int = 200,
+        batch_wait_ms: float = 1.0,
+        queue_max: int = 10_000,
+    ) -> None:
+        self._db = db
+        self._sink = sink
+        self._batch_max = batch_max
+        self._batch_wait = batch_wait_ms / 1000
+        self._queue: asyncio.Queue[tuple[NewMessage, Completion]] = asyncio.Queue(maxsize=queue_max)
+        self._writer: asyncio.Task[None] | None = None
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self.stored_messages = 0
+        self.committed_batches = 0
+
+    async def start(self) -> None:
+        self._writer = asyncio.create_task(self._write_loop(), name="message-writer")
+        logger.info("message writer started (batch_max=%d)", self._batch_max)
+
+    async def stop(self, timeout: float = 8.0) -> None:
+        """Store what is queued (within `timeout` seconds), then stop the writer."""
+        await self.drain(timeout)
+        if self._writer is not None:
+            self._writer.cancel()
+            try:
+                await self._writer
+            except asyncio.CancelledError:
+                pass
+        logger.info("message writer stopped after %d messages in %d batches", self.stored_messages, self.committed_batches)
+
+    async def drain(self, timeout: float) -> bool:
+        """Wait until every queued message is stored and acknowledged; False if time ran out."""
+        deadline = time.monotonic() + timeout
+        while self._queue.qsize() or not self._idle.is_set():
+            if time.monotonic() >= deadline:
+                logger.warning("%d messages were still waiting to be stored at shutdown", self._queue.qsize())
+                return False
+            await asyncio.sleep(0.01)
+        return True
+
+    async def enqueue(self, message: NewMessage, on_done: Completion) -> None:
+        """Queue a message; waits while the queue is full, so a fast sender slows to the store's pace."""
+        await self._queue.put((message, on_done))
+
+    async def submit(self, message: NewMessage) -> tuple[AppendResult, str]:
+        """Store one message and wait for it; return the result and its serialized form."""
+        future: asyncio.Future[StoreOutcome] = asyncio.get_running_loop().create_future()
+
+        def complete(outcome: StoreOutcome) -> None:
+            if not future.done():
+                future.set_result(outcome)
+
+        await self.enqueue(message, complete)
+        outcome = await future
+        if outcome.error is not None:
+            raise outcome.error
+        if outcome.result is None or outcome.message_json is None:
+            raise RuntimeError("the message writer completed a message without a result")
+        return outcome.result, outcome.message_json
+
+    async def _write_loop(self) -> None:
+        while True:
+            first = await self._queue.get()
+            self._idle.clear()
+            try:
+                batch = [first]
+                await self._collect(batch)
+                await self._store(batch)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                # _store reports every failure to the submitters; reaching here is a bug, and the
+                # writer must keep going for every other connection.
+                logger.exception("message writer failed on a batch; continuing")
+            finally:
+                if self._queue.empty():
+                    self._idle.set()
+
+    async def _collect(self, batch: list[tuple[NewMessage, Completion]]) -> None:
+        queue = self._queue
+        while len(batch) < self._batch_max and not queue.empty():
+            batch.append(queue.get_nowait())
+        if len(batch) >= self._batch_max or self._batch_wait <= 0:
+            return
+        deadline = time.monotonic() + self._batch_wait
+        while len(batch) < self._batch_max:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return
+            try:
+                batch.append(await asyncio.wait_for(queue.get(), remaining))
+            except TimeoutError:
+                return
+            while len(batch) < self._batch_max and not queue.empty():
+                batch.append(queue.get_nowait())
+
+    async def _store(self, batch: list[tuple[NewMessage, Completion]]) -> None:
+        messages = [message for message, _ in batch]
+        results = await self._append_with_retry(messages)
+        if isinstance(results, Exception):
+            for _, on_done in batch:
+                _complete(on_done, StoreOutcome(None, None, results))
+            return
+
+        self.committed_batches += 1
+        for (_, on_done), result in zip(batch, results, strict=True):
+            if isinstance(result, PersistenceError):
+                _complete(on_done, StoreOutcome(None, None, result))
+                continue
+            message_json = encode_json(message_to_wire(result.message))
+            # Ack first, then deliver: on the sending connection the ack takes the place of the
+            # message frame for this seq.
+            _complete(on_done, StoreOutcome(result, message_json, None))
+            if result.created:
+                self.stored_messages += 1
+                self._sink.message_stored(result.message, message_json)
+
+    async def _append_with_retry(
+        self, messages: list[NewMessage]
+    ) -> list[AppendResult | PersistenceError] | Exception:
+        delay = 0.02
+        deadline = time.monotonic() + STORE_RETRY_SECONDS
+        while True:
+            try:
+                async with self._db.unit_of_work() as uow:
+                    return await uow.messages.append_batch(messages)
+            except (DBAPIError, OSError) as error:
+                if time.monotonic() + delay > deadline:
+                    logger.error("storing a batch of %d messages failed for good: %s", len(messages), error)
+                    return error
+                logger.warning("storing a batch of %d messages failed (%s); retrying in %.2f s", len(messages), error, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 1.0)
+            except Exception as error:
+                logger.exception("storing a batch of %d messages failed", len(messages))
+                return error
+
+
+def _complete(on_done: Completion, outcome: StoreOutcome) -> None:
+    try:
+        on_done(outcome)
+    except Exception:
+        logger.exception("a message completion callback failed")
