@@ -1,0 +1,147 @@
+"""Engine setup from one URL, migrations, and the entry point to units of work."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import text
+from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from persistence import sqlite
+from persistence.unit_of_work import UnitOfWork
+
+logger = logging.getLogger(__name__)
+
+MIGRATIONS_PATH = Path(__file__).parent / "migrations"
+
+# Key of the PostgreSQL advisory lock held while migrating, so two servers starting at once
+# apply the migrations one after the other.
+MIGRATION_LOCK_KEY = 0x636F7274  # "cort"
+
+
+class Database:
+    """Owns the AsyncEngine. `async with Database(url) as db:` disposes the engine on exit.
+
+    SQLite runs through aiosqlite with `foreign_keys=ON`, `journal_mode=WAL`,
+    `synchronous=NORMAL` and a busy timeout set on every new connection. PostgreSQL runs
+    through asyncpg; `connect_args` is passed to the driver (for example
+    `{"server_settings": {"search_path": "my_schema"}}`).
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        echo: bool = False,
+        pool_size: int | None = None,
+        connect_args: dict[str, Any] | None = None,
+    ) -> None:
+        parsed = make_url(url)
+        backend = parsed.get_backend_name()
+        if backend not in ("sqlite", "postgresql"):
+            raise ValueError(
+                f"unsupported database URL {parsed.render_as_string(hide_password=True)!r}: "
+                "use sqlite+aiosqlite:///PATH or postgresql+asyncpg://USER@HOST/DB"
+            )
+        if backend == "sqlite" and parsed.get_driver_name() != "aiosqlite":
+            parsed = parsed.set(drivername="sqlite+aiosqlite")
+        if backend == "postgresql" and parsed.get_driver_name() != "asyncpg":
+            parsed = parsed.set(drivername="postgresql+asyncpg")
+
+        options: dict[str, Any] = {"echo": echo}
+        if connect_args:
+            options["connect_args"] = connect_args
+        if pool_size is not None and not _is_sqlite_memory(parsed.database, backend):
+            options["pool_size"] = pool_size
+
+        self.url = parsed.render_as_string(hide_password=False)
+        self.dialect = backend
+        self.engine: AsyncEngine = create_async_engine(parsed, **options)
+        if backend == "sqlite":
+            self._sqlite_path = parsed.database
+            sqlite.configure_engine(self.engine)
+        else:
+            self._sqlite_path = None
+
+    async def __aenter__(self) -> Database:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.dispose()
+
+    def unit_of_work(self) -> UnitOfWork:
+        """Start a unit of work: `async with db.unit_of_work() as uow: ...`."""
+        return UnitOfWork(self.engine)
+
+    async def ping(self) -> None:
+        """Run `SELECT 1`; raises the driver's error when the database does not answer."""
+        async with self.engine.connect() as connection:
+            await connection.execute(text("SELECT 1"))
+
+    async def dispose(self) -> None:
+        await self.engine.dispose()
+
+    async def migrate(self) -> None:
+        """Apply every Alembic migration up to head; a no-op when the schema is current.
+
+        Creates the SQLite file (not its folder) when it does not exist. Safe when several
+        processes start at once: SQLite serialises them on the write lock (BEGIN IMMEDIATE)
+        and PostgreSQL on an advisory lock, and each applies only what is still missing.
+        """
+        if self._sqlite_path and self._sqlite_path != ":memory:":
+            folder = Path(self._sqlite_path).expanduser().resolve().parent
+            if not folder.is_dir():
+                raise FileNotFoundError(
+                    f"folder {folder} of the SQLite database does not exist; create it first"
+                )
+
+        for attempt in range(1, 6):
+            try:
+                await self._upgrade_to_head()
+                return
+            except OperationalError as exc:
+                if not sqlite.is_lock_error(exc) or attempt == 5:
+                    raise
+                logger.warning("database is locked while migrating; retry %d of 5", attempt)
+                await asyncio.sleep(0.2 * attempt)
+
+    async def _upgrade_to_head(self) -> None:
+        async with self.engine.connect() as connection:
+            if self.dialect == "sqlite":
+                await connection.execution_options(**{sqlite.BEGIN_MODE_OPTION: "IMMEDIATE"})
+            async with connection.begin():
+                if self.dialect == "postgresql":
+                    await connection.execute(
+                        text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY}
+                    )
+                await connection.run_sync(_run_alembic_upgrade)
+
+
+def alembic_config(connection: Connection | None = None) -> Config:
+    """Build the Alembic configuration in code; `connection` is handed to env.py when given."""
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_PATH))
+    if connection is not None:
+        config.attributes["connection"] = connection
+    return config
+
+
+def _run_alembic_upgrade(connection: Connection) -> None:
+    command.upgrade(alembic_config(connection), "head")
+
+
+def _is_sqlite_memory(database: str | None, backend: str) -> bool:
+    return backend == "sqlite" and (not database or database == ":memory:")

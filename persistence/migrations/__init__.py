@@ -1,0 +1,1 @@
+"""Alembic migrations of the Cortex Core schema; `Database.migrate()` applies them."""

@@ -1,0 +1,53 @@
+"""SQLite connection settings and transaction control for aiosqlite engines."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import event
+from sqlalchemy.engine import Connection
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.pool import ConnectionPoolEntry
+
+# How long a connection waits for another connection's write lock before it fails with
+# "database is locked". Units of work retry a write transaction that fails that way.
+BUSY_TIMEOUT_MS = 5000
+
+# Execution option read by the `begin` listener: how the transaction starts. A write
+# transaction starts with BEGIN IMMEDIATE, which takes the write lock up front and waits for it
+# under the busy timeout, so a writer never fails on upgrading a read lock half-way through.
+BEGIN_MODE_OPTION = "cortex_sqlite_begin"
+
+
+def configure_engine(engine: AsyncEngine) -> None:
+    """Set the pragmas on every new connection and let SQLAlchemy emit BEGIN itself.
+
+    The driver's own transaction handling is turned off (`isolation_level = None`) and the
+    `begin` listener emits BEGIN, as SQLAlchemy's SQLite documentation describes for aiosqlite.
+    That makes savepoints and transactional DDL work and lets a write transaction use
+    BEGIN IMMEDIATE.
+    """
+
+    @event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None:
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        try:
+            cursor.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            cursor.execute("PRAGMA foreign_keys = ON")
+            cursor.execute("PRAGMA journal_mode = WAL")
+            cursor.execute("PRAGMA synchronous = NORMAL")
+        finally:
+            cursor.close()
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _on_begin(connection: Connection) -> None:
+        mode = connection.get_execution_options().get(BEGIN_MODE_OPTION, "DEFERRED")
+        connection.exec_driver_sql(f"BEGIN {mode}")
+
+
+def is_lock_error(exc: OperationalError) -> bool:
+    """Tell whether an OperationalError is SQLite lock contention ("locked" or "busy")."""
+    message = str(exc.orig).lower()
+    return "database is locked" in message or "database table is locked" in message or "busy" in message
