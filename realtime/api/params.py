@@ -1,0 +1,43 @@
+"""Path and query parameters shared by the controllers."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated
+
+from litestar.params import Parameter
+
+from realtime.api.errors import BadRequestError
+
+DEFAULT_PAGE_SIZE = 50
+MAX_PAGE_SIZE = 200
+
+# Requested page size; values above MAX_PAGE_SIZE are clamped, not rejected.
+PageLimit = Annotated[
+    int,
+    Parameter(
+        query="limit",
+        ge=1,
+        description=f"Page size, default {DEFAULT_PAGE_SIZE}; values above {MAX_PAGE_SIZE} are clamped.",
+    ),
+]
+PageCursor = Annotated[
+    str | None,
+    Parameter(query="cursor", description="The next_cursor of the previous page.", max_length=1000),
+]
+
+
+def clamp_limit(limit: int) -> int:
+    return min(limit, MAX_PAGE_SIZE)
+
+
+def parse_id(value: str, name: str) -> uuid.UUID:
+    """Parse a path id; a value that is not a UUID is a malformed request (400), not a missing object.
+
+    Path ids are declared as strings because Litestar responds to a failed typed path parameter
+    with 404.
+    """
+    try:
+        return uuid.UUID(value)
+    except ValueError:
+        raise BadRequestError(detail=f"{name}: not a valid UUID (got {value[:80]!r})") from None
