@@ -7,6 +7,7 @@ from typing import Any
 
 from litestar import Controller, Request, delete, get, post
 from litestar.datastructures import State
+from litestar.params import FromPath, JSONBody
 from litestar.exceptions import NotAuthorizedException, PermissionDeniedException
 
 from persistence.models import User
@@ -40,7 +41,7 @@ class AuthController(Controller):
     tags = ["auth"]
 
     @post("/register", summary="Create an account and return an access token")
-    async def register(self, state: State, data: RegisterRequest) -> TokenResponse:
+    async def register(self, state: State, data: JSONBody[RegisterRequest]) -> TokenResponse:
         if not state.settings.allow_registration:
             raise PermissionDeniedException(detail="registration is closed on this server (CORTEX_ALLOW_REGISTRATION=false)")
 
@@ -52,7 +53,7 @@ class AuthController(Controller):
         return token_response(state, user)
 
     @post("/login", status_code=200, summary="Exchange email and password for an access token")
-    async def login(self, state: State, data: LoginRequest) -> TokenResponse:
+    async def login(self, state: State, data: JSONBody[LoginRequest]) -> TokenResponse:
         async with state.db.unit_of_work() as uow:
             user = await uow.users.get_by_email(data.email)
             password_hash = await uow.credentials.get_password_hash(user.user_id) if user else None
@@ -72,7 +73,7 @@ class AuthController(Controller):
 
     @post("/api-keys", summary="Create an API key; the key is returned only in this response")
     async def create_api_key(
-        self, request: Request[User, Any, State], state: State, data: ApiKeyCreateRequest
+        self, request: Request[User, Any, State], state: State, data: JSONBody[ApiKeyCreateRequest]
     ) -> ApiKeyCreated:
         key = generate_api_key()
         async with state.db.unit_of_work() as uow:
@@ -89,7 +90,7 @@ class AuthController(Controller):
         return ApiKeyList(items=[ApiKeyView.of(key) for key in keys])
 
     @delete("/api-keys/{key_id:str}", summary="Revoke an API key; it fails from its next request on")
-    async def revoke_api_key(self, request: Request[User, Any, State], state: State, key_id: str) -> None:
+    async def revoke_api_key(self, request: Request[User, Any, State], state: State, key_id: FromPath[str]) -> None:
         parsed_id = parse_id(key_id, "key_id")
         async with state.db.unit_of_work() as uow:
             await uow.credentials.revoke_api_key(request.user.user_id, parsed_id)

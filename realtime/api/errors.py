@@ -92,6 +92,10 @@ def _parameter_problems(request: Request[Any, Any, Any], extra: Any) -> list[str
         message = item.get("message", "invalid value") if isinstance(item, dict) else str(item)
         source = item.get("source", "") if isinstance(item, dict) else ""
         source = getattr(source, "value", source)
+        if source == "body":
+            # Litestar reports a missing or empty body under the handler's parameter name.
+            problems.append("request body is missing or empty; send a JSON object")
+            continue
         value = request.query_params.get(key) if key else None
         label = f"{source} parameter {key}".strip() if key else "request"
         if value is not None:

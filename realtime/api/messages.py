@@ -6,7 +6,7 @@ from typing import Annotated, Any
 
 from litestar import Controller, Request, Response, get, post
 from litestar.datastructures import State
-from litestar.params import Parameter
+from litestar.params import FromPath, JSONBody, QueryParameter
 from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED
 
 from persistence.models import NewMessage, User
@@ -24,7 +24,7 @@ class MessageController(Controller):
         summary="Post a message; a repeated client_msg_id returns the first message with 200",
     )
     async def post_message(
-        self, request: Request[User, Any, State], state: State, conversation_id: str, data: MessageCreateRequest
+        self, request: Request[User, Any, State], state: State, conversation_id: FromPath[str], data: JSONBody[MessageCreateRequest]
     ) -> Response[MessageView]:
         parsed_id = parse_id(conversation_id, "conversation_id")
         max_chars = state.settings.max_message_chars
@@ -55,10 +55,10 @@ class MessageController(Controller):
         self,
         request: Request[User, Any, State],
         state: State,
-        conversation_id: str,
-        after_seq: Annotated[int | None, Parameter(query="after_seq", ge=0, description="Messages with a larger seq")] = None,
+        conversation_id: FromPath[str],
+        after_seq: Annotated[int | None, QueryParameter(name="after_seq", ge=0, description="Messages with a larger seq")] = None,
         before_seq: Annotated[
-            int | None, Parameter(query="before_seq", ge=1, description="The messages just below this seq")
+            int | None, QueryParameter(name="before_seq", ge=1, description="The messages just below this seq")
         ] = None,
         limit: PageLimit = DEFAULT_PAGE_SIZE,
     ) -> MessageHistory:

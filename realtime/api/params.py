@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from litestar.params import Parameter
+from litestar.params import QueryParameter
 
 from realtime.api.errors import BadRequestError
 
@@ -15,15 +15,15 @@ MAX_PAGE_SIZE = 200
 # Requested page size; values above MAX_PAGE_SIZE are clamped, not rejected.
 PageLimit = Annotated[
     int,
-    Parameter(
-        query="limit",
+    QueryParameter(
+        name="limit",
         ge=1,
         description=f"Page size, default {DEFAULT_PAGE_SIZE}; values above {MAX_PAGE_SIZE} are clamped.",
     ),
 ]
 PageCursor = Annotated[
     str | None,
-    Parameter(query="cursor", description="The next_cursor of the previous page.", max_length=1000),
+    QueryParameter(name="cursor", description="The next_cursor of the previous page.", max_length=1000),
 ]
 
 

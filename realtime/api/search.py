@@ -6,7 +6,7 @@ from typing import Annotated, Any
 
 from litestar import Request, get
 from litestar.datastructures import State
-from litestar.params import Parameter
+from litestar.params import QueryParameter
 
 from persistence.models import User
 from realtime.api.params import DEFAULT_PAGE_SIZE, PageLimit, clamp_limit, parse_id
@@ -19,9 +19,9 @@ MAX_QUERY_CHARS = 200
 async def search_messages(
     request: Request[User, Any, State],
     state: State,
-    q: Annotated[str, Parameter(query="q", min_length=1, max_length=MAX_QUERY_CHARS, description="Words to find")],
+    q: Annotated[str, QueryParameter(name="q", min_length=1, max_length=MAX_QUERY_CHARS, description="Words to find")],
     conversation_id: Annotated[
-        str | None, Parameter(query="conversation_id", description="Search only this conversation")
+        str | None, QueryParameter(name="conversation_id", description="Search only this conversation")
     ] = None,
     limit: PageLimit = DEFAULT_PAGE_SIZE,
 ) -> MessageList:

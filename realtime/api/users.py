@@ -6,7 +6,7 @@ from typing import Annotated, Any
 
 from litestar import Request, get
 from litestar.datastructures import State
-from litestar.params import Parameter
+from litestar.params import QueryParameter
 
 from persistence.models import User
 from realtime.api.schemas import UserList, user_view
@@ -16,7 +16,7 @@ from realtime.api.schemas import UserList, user_view
 async def find_users(
     request: Request[User, Any, State],
     state: State,
-    email: Annotated[str, Parameter(query="email", min_length=1, max_length=320)],
+    email: Annotated[str, QueryParameter(name="email", min_length=1, max_length=320)],
 ) -> UserList:
     async with state.db.unit_of_work() as uow:
         user = await uow.users.get_by_email(email)

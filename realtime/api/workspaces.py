@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from litestar import Controller, Request, delete, get, patch, post
 from litestar.datastructures import State
+from litestar.params import FromPath, JSONBody
 
 from persistence.models import User
 from realtime.api.conversations import notify_conversation_deleted
@@ -31,7 +32,7 @@ class WorkspaceController(Controller):
 
     @post("/", summary="Create a workspace owned by the caller")
     async def create_workspace(
-        self, request: Request[User, Any, State], state: State, data: WorkspaceCreateRequest
+        self, request: Request[User, Any, State], state: State, data: JSONBody[WorkspaceCreateRequest]
     ) -> WorkspaceView:
         async with state.db.unit_of_work() as uow:
             workspace = await uow.workspaces.create(
@@ -52,14 +53,14 @@ class WorkspaceController(Controller):
         return WorkspaceList(items=[WorkspaceView.of(item) for item in page.items], next_cursor=page.next_cursor)
 
     @get("/{workspace_id:str}", summary="One workspace (owner only)")
-    async def get_workspace(self, request: Request[User, Any, State], state: State, workspace_id: str) -> WorkspaceView:
+    async def get_workspace(self, request: Request[User, Any, State], state: State, workspace_id: FromPath[str]) -> WorkspaceView:
         async with state.db.unit_of_work() as uow:
             workspace = await uow.workspaces.get(request.user.user_id, parse_id(workspace_id, "workspace_id"))
         return WorkspaceView.of(workspace)
 
     @patch("/{workspace_id:str}", summary="Change name, description or metadata (owner only)")
     async def update_workspace(
-        self, request: Request[User, Any, State], state: State, workspace_id: str, data: WorkspaceUpdateRequest
+        self, request: Request[User, Any, State], state: State, workspace_id: FromPath[str], data: JSONBody[WorkspaceUpdateRequest]
     ) -> WorkspaceView:
         async with state.db.unit_of_work() as uow:
             workspace = await uow.workspaces.update(
@@ -72,7 +73,7 @@ class WorkspaceController(Controller):
         return WorkspaceView.of(workspace)
 
     @delete("/{workspace_id:str}", summary="Delete a workspace with its conversations and messages (owner only)")
-    async def delete_workspace(self, request: Request[User, Any, State], state: State, workspace_id: str) -> None:
+    async def delete_workspace(self, request: Request[User, Any, State], state: State, workspace_id: FromPath[str]) -> None:
         actor_id = request.user.user_id
         parsed_id = parse_id(workspace_id, "workspace_id")
         async with state.db.unit_of_work() as uow:
@@ -85,7 +86,7 @@ class WorkspaceController(Controller):
 
     @post("/{workspace_id:str}/conversations", summary="Create a conversation (workspace owner only)")
     async def create_conversation(
-        self, request: Request[User, Any, State], state: State, workspace_id: str, data: ConversationCreateRequest
+        self, request: Request[User, Any, State], state: State, workspace_id: FromPath[str], data: JSONBody[ConversationCreateRequest]
     ) -> ConversationView:
         async with state.db.unit_of_work() as uow:
             conversation = await uow.conversations.create(
@@ -102,7 +103,7 @@ class WorkspaceController(Controller):
         self,
         request: Request[User, Any, State],
         state: State,
-        workspace_id: str,
+        workspace_id: FromPath[str],
         cursor: PageCursor = None,
         limit: PageLimit = DEFAULT_PAGE_SIZE,
     ) -> ConversationList:
