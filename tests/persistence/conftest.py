@@ -9,9 +9,12 @@ they fail.
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import asyncpg
 import pytest
@@ -19,6 +22,8 @@ from sqlalchemy.engine import make_url
 
 from persistence.database import Database
 from persistence.models import Conversation, User, Workspace
+
+REPOSITORY_ROOT = Path(__file__).resolve().parents[2]
 
 POSTGRES_URL = os.environ.get(
     "CORTEX_TEST_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
@@ -139,3 +144,19 @@ async def world(db: Database) -> World:
     workspace = await create_workspace(db, owner)
     conversation = await create_conversation(db, owner, workspace, [member])
     return World(owner, member, outsider, workspace, conversation)
+
+
+def run_python_at_once(script: str, arguments: list[str]) -> None:
+    """Run `script` in one Python process per argument, all at once; each must exit with 0."""
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "-c", script, argument],
+            cwd=REPOSITORY_ROOT,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for argument in arguments
+    ]
+    for process in processes:
+        _, stderr = process.communicate(timeout=120)
+        assert process.returncode == 0, stderr

@@ -1,0 +1,153 @@
+"""Full-text search: words only, any script, only visible conversations."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+
+from persistence.errors import NotFoundError
+from persistence.models import NewMessage
+from tests.persistence.conftest import create_conversation, create_user
+
+TEXTS = {
+    "english": "The quick brown fox jumps over the lazy dog",
+    "chinese": "我们明天在北京见面吧",
+    "japanese": "東京タワーに行きました",
+    "thai": "ฉันชอบกินข้าวผัดมาก",
+    "arabic": "مرحبا بالعالم الجميل",
+    "hebrew": "שלום עולם יפה",
+    "korean": "서울에서 만나요",
+}
+
+
+@pytest.fixture
+async def stored(db, world):
+    """Store every text of TEXTS in the world's conversation; return id by key."""
+    async with db.unit_of_work() as uow:
+        results = await uow.messages.append_batch(
+            [
+                NewMessage(conversation_id=world.conversation.id, sender_id=world.member.user_id, content=text)
+                for text in TEXTS.values()
+            ]
+        )
+    return {key: result.message.id for key, result in zip(TEXTS, results)}
+
+
+async def search(db, actor, query, **options):
+    async with db.unit_of_work() as uow:
+        return [message.id for message in await uow.messages.search(actor.user_id, query, **options)]
+
+
+@pytest.mark.parametrize(
+    ("query", "key"),
+    [
+        ("fox", "english"),
+        ("QUICK lazy", "english"),
+        ("北京", "chinese"),
+        ("明天在北京", "chinese"),
+        ("東京", "japanese"),
+        ("タワー", "japanese"),
+        ("ข้าวผัด", "thai"),
+        ("بالعالم", "arabic"),
+        ("עולם", "hebrew"),
+        ("서울", "korean"),
+    ],
+    ids=["word", "two-words-any-case", "zh-2", "zh-5", "ja-kanji", "ja-katakana", "th", "ar", "he", "ko"],
+)
+async def test_search_finds_word_in_each_script(db, world, stored, query, key):
+    """A word from each script finds its message and nothing else."""
+    assert await search(db, world.member, query) == [stored[key]]
+
+
+async def test_search_requires_every_word(db, world, stored):
+    assert await search(db, world.member, "fox 北京") == []
+
+
+@pytest.mark.parametrize(
+    "query",
+    ['foo AND (', '"', 'NEAR(', 'fox"', "fox*", "a OR b", "^fox", "{content}: fox", "-fox", "   ", "()"],
+)
+async def test_search_syntax_is_never_parsed(db, world, stored, query):
+    """Query-language characters are plain text: a result or nothing, never an error."""
+    found = await search(db, world.member, query)
+    assert isinstance(found, list)
+
+
+async def test_search_quote_inside_word_matches_literally(db, world):
+    async with db.unit_of_work() as uow:
+        stored = await uow.messages.append(
+            NewMessage(
+                conversation_id=world.conversation.id,
+                sender_id=world.member.user_id,
+                content='she said "hello" twice',
+            )
+        )
+    assert await search(db, world.member, '"hello"') == [stored.message.id]
+
+
+async def test_search_limited_to_visible_conversations(db, world, stored):
+    """An outsider finds nothing; the workspace owner finds what participants find."""
+    assert await search(db, world.outsider, "fox") == []
+    assert await search(db, world.owner, "fox") == [stored["english"]]
+
+    private = await create_conversation(db, world.owner, world.workspace, [world.owner], "private")
+    async with db.unit_of_work() as uow:
+        await uow.messages.append(
+            NewMessage(conversation_id=private.id, sender_id=world.owner.user_id, content="secret fox")
+        )
+    assert await search(db, world.member, "fox") == [stored["english"]]
+    assert len(await search(db, world.owner, "fox")) == 2
+
+
+async def test_search_in_one_conversation(db, world, stored):
+    assert await search(db, world.member, "fox", conversation_id=world.conversation.id) == [stored["english"]]
+    with pytest.raises(NotFoundError):
+        await search(db, world.outsider, "fox", conversation_id=world.conversation.id)
+    with pytest.raises(NotFoundError):
+        await search(db, world.member, "fox", conversation_id=uuid.uuid4())
+
+
+async def test_search_follows_updates_and_deletes(db, world, stored):
+    """The index follows content changes and deleted messages (SQLite: triggers)."""
+    async with db.engine.begin() as connection:
+        await connection.exec_driver_sql(
+            "UPDATE messages SET content = 'a slow green turtle' WHERE content LIKE '%fox%'"
+        )
+    assert await search(db, world.member, "fox") == []
+    assert await search(db, world.member, "turtle") == [stored["english"]]
+
+    async with db.engine.begin() as connection:
+        await connection.exec_driver_sql("DELETE FROM messages WHERE content LIKE '%turtle%'")
+    assert await search(db, world.member, "turtle") == []
+
+
+async def test_search_index_emptied_by_cascade(db, world, stored):
+    """Messages removed by a cascading delete leave the search index."""
+    async with db.unit_of_work() as uow:
+        await uow.workspaces.delete(world.owner.user_id, world.workspace.id)
+    if db.dialect == "sqlite":
+        async with db.engine.connect() as connection:
+            rows = await connection.exec_driver_sql(
+                "SELECT count(*) FROM messages_fts WHERE messages_fts MATCH '\"fox\"'"
+            )
+            assert rows.scalar() == 0
+
+
+async def test_search_newest_first_and_limit(db, world):
+    async with db.unit_of_work() as uow:
+        results = await uow.messages.append_batch(
+            [
+                NewMessage(conversation_id=world.conversation.id, sender_id=world.member.user_id, content=f"report {n}")
+                for n in range(5)
+            ]
+        )
+    found = await search(db, world.member, "report", limit=3)
+    assert found == [result.message.id for result in reversed(results)][:3]
+
+
+async def test_search_short_latin_word(db, world, stored):
+    """Words under three characters are matched too (by LIKE on SQLite, as a word on PostgreSQL)."""
+    assert await search(db, world.member, "ox") == ([stored["english"]] if db.dialect == "sqlite" else [])
+    other = await create_user(db, "Other")
+    assert await search(db, other, "ox") == []
