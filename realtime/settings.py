@@ -52,6 +52,9 @@ class Settings(BaseSettings):
     write_queue_max: int = Field(10_000, ge=1, le=1_000_000)
     # Frames queued for one connection before it counts as a slow consumer and is closed with 4408.
     outbox_max_frames: int = Field(1000, ge=1, le=1_000_000)
+    # Seconds a connection may take no frame at all while catch-up frames wait for it, before it
+    # is closed with 4408 as a slow consumer.
+    slow_consumer_seconds: float = Field(10.0, gt=0, le=3600)
     # Seconds between server pings on a connection; a connection with no pong after another
     # interval is closed. 0 turns heartbeats off.
     heartbeat_seconds: float = Field(20.0, ge=0, le=3600)

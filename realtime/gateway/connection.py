@@ -27,7 +27,7 @@ from persistence.models import NewMessage, User
 
 from realtime.gateway import frames
 from realtime.gateway.frames import FrameError
-from realtime.gateway.subscription import Subscription
+from realtime.gateway.subscription import ConnectionClosing, Subscription
 from realtime.pipeline import StoreOutcome
 from realtime.settings import Settings
 from realtime.wire import encode_json
@@ -46,10 +46,6 @@ CLOSE_SLOW_CONSUMER = 4408
 MAX_UNACKED_SENDS = 256
 # Largest `metadata` object accepted on a message, as serialized JSON.
 MAX_METADATA_BYTES = 16 * 1024
-
-
-class ConnectionClosing(Exception):
-    """The connection is closing; paced writers stop."""
 
 
 class Connection:
@@ -102,12 +98,24 @@ class Connection:
             self._outbox_ready.set()
 
     async def push_paced(self, frame: str) -> None:
-        """Queue a catch-up frame, waiting for room instead of overflowing the outbox."""
+        """Queue a catch-up frame, waiting for room instead of overflowing the outbox.
+
+        A client that takes no frame at all for ``slow_consumer_seconds`` while catch-up frames
+        wait is not reading, and is closed with 4408 like one whose outbox overflowed.
+        """
         while len(self._outbox) >= self._paced_limit:
             if self._closing:
                 raise ConnectionClosing
             self._room.clear()
-            await self._room.wait()
+            try:
+                await asyncio.wait_for(self._room.wait(), self.settings.slow_consumer_seconds)
+            except TimeoutError:
+                logger.warning(
+                    "connection %s of user %s: no frame taken for %.1f s during catch-up, closing as a slow consumer",
+                    self.session_id, self.user_id, self.settings.slow_consumer_seconds,
+                )
+                self._close_now(CLOSE_SLOW_CONSUMER, "the client stopped reading")
+                raise ConnectionClosing from None
         if self._closing:
             raise ConnectionClosing
         self._outbox.append(frame)
@@ -181,8 +189,10 @@ class Connection:
                 if event["type"] == "websocket.disconnect":
                     close_code = event.get("code")
                     break
-                if self._closing:
-                    continue  # frames that arrive after the close decision are not handled
+                if self._closing or self.hub.closing:
+                    # Frames that arrive after the close decision, or once shutdown has begun, are
+                    # not handled: the client resends them (with the same client_msg_id) elsewhere.
+                    continue
                 text = event.get("text")
                 if text is None:
                     self.push(frames.error_frame(frames.BAD_FRAME, "frames must be text frames holding JSON", None))

@@ -21,6 +21,10 @@ from realtime.wire import encode_json, message_to_wire
 if TYPE_CHECKING:
     from realtime.gateway.connection import Connection
 
+
+class ConnectionClosing(Exception):
+    """The connection is closing; catch-up stops."""
+
 logger = logging.getLogger(__name__)
 
 # Messages read from the database per query while filling a gap.
@@ -139,6 +143,8 @@ class Subscription:
                         self._target_seq = message.seq
         except asyncio.CancelledError:
             raise
+        except ConnectionClosing:
+            self._fill_task = None
         except Exception:
             self._fill_task = None
             logger.exception(
