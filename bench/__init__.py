@@ -1,0 +1,1 @@
+"""Benchmarks that compare Cortex Core with a minimal broadcast server and with other Python servers."""
