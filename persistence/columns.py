@@ -46,6 +46,15 @@ class UtcDateTime(TypeDecorator[datetime]):
         return value.astimezone(timezone.utc)
 
 
+def sqlite_datetime(value: datetime) -> str:
+    """Format an aware datetime as UtcDateTime stores it on SQLite.
+
+    The same text as SQLAlchemy's SQLite DATETIME storage format, for statements that pass
+    parameters to the driver directly.
+    """
+    return value.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S.%f")
+
+
 class MetadataJSON(TypeDecorator[Any]):
     """The `metadata` document: JSONB on PostgreSQL, JSON text on SQLite.
 
@@ -82,8 +91,8 @@ def load_metadata(raw: Any, table: str, row_id: Any) -> dict[str, Any]:
     """Turn a stored metadata value into a dict.
 
     A value that is not a JSON object (invalid text written by another tool, a list, a number)
-    reads as an empty dict and logs one warning naming the table and the row id, so one bad row
-    never fails a whole read.
+    reads as an empty dict. It logs one warning naming the table and the row id, and the read
+    that met it goes on.
     """
     if isinstance(raw, dict):
         return raw

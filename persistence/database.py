@@ -87,7 +87,7 @@ class Database:
         return UnitOfWork(self.engine)
 
     async def ping(self) -> None:
-        """Run `SELECT 1`; raises the driver's error when the database does not answer."""
+        """Run `SELECT 1`. Raises the driver's error when the database cannot be reached."""
         async with self.engine.connect() as connection:
             await connection.execute(text("SELECT 1"))
 

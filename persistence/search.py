@@ -1,8 +1,8 @@
 """Full-text search conditions over message content, one builder per database.
 
-The user's text is split on white space into words, and every word must match; no word is ever
-parsed as query syntax, so `foo AND (`, a lone `"` or `NEAR(` are plain words. A word made only
-of punctuation is dropped, so a query of punctuation alone finds nothing.
+The user's text is split on white space into words, and a message matches when every word
+matches. No word is parsed as query syntax, so `foo AND (`, a lone `"` or `NEAR(` are plain
+words. A word made only of punctuation is dropped, so a query of punctuation alone finds nothing.
 
 SQLite: an FTS5 table with the `trigram` tokenizer, kept in sync by triggers. A word of three or
 more characters matches wherever it appears inside the content, in any script, ignoring case
@@ -69,8 +69,8 @@ def _sqlite_condition(words: list[str]) -> ColumnElement[bool]:
 
     conditions: list[ColumnElement[bool]] = []
     if indexed:
-        # Each word becomes an FTS5 string (inner quotes doubled), so nothing in it is syntax;
-        # strings separated by spaces must all match.
+        # Each word becomes an FTS5 string with its inner quotes doubled, so nothing in it is
+        # syntax. FTS5 requires every one of several space-separated strings to match.
         match = " ".join('"' + word.replace('"', '""') + '"' for word in indexed)
         fts_rows = (
             text("SELECT rowid FROM messages_fts WHERE messages_fts MATCH :fts_query")
@@ -88,7 +88,8 @@ def _postgresql_condition(words: list[str]) -> ColumnElement[bool]:
 
     conditions: list[ColumnElement[bool]] = []
     if whole_words:
-        # plainto_tsquery reads its argument as plain words and never raises on syntax.
+        # plainto_tsquery does not recognise tsquery operators in its input (PostgreSQL manual,
+        # "Parsing Queries"), so the words need no quoting.
         config = literal_column("'simple'::regconfig")
         conditions.append(
             func.to_tsvector(config, messages.c.content).op("@@")(

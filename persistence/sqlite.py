@@ -16,7 +16,8 @@ BUSY_TIMEOUT_MS = 5000
 
 # Execution option read by the `begin` listener: how the transaction starts. A write
 # transaction starts with BEGIN IMMEDIATE, which takes the write lock up front and waits for it
-# under the busy timeout, so a writer never fails on upgrading a read lock half-way through.
+# under the busy timeout. A deferred transaction that reads first can instead fail with
+# SQLITE_BUSY when it upgrades to a write lock, without waiting.
 BEGIN_MODE_OPTION = "cortex_sqlite_begin"
 
 

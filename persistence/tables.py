@@ -108,8 +108,9 @@ class ConversationRow(TimestampedRow, Base):
         ForeignKey("workspaces.id", ondelete="CASCADE")
     )
     topic: Mapped[str] = mapped_column(String(200))
-    # The seq of the newest message. Appending raises it with one UPDATE per conversation and
-    # batch, and the row lock that UPDATE takes is what orders concurrent writers.
+    # The seq of the newest message. Appending raises it in the transaction that inserts the
+    # messages, and the lock that write takes orders concurrent writers: a row lock on
+    # PostgreSQL, the database write lock on SQLite.
     last_seq: Mapped[int] = mapped_column(BigInteger, default=0, server_default=text("0"))
     metadata_: Mapped[Any] = mapped_column("metadata", MetadataJSON(), default=dict)
 

@@ -53,6 +53,11 @@ class UnitOfWork:
         """"sqlite" or "postgresql"."""
         return self._dialect
 
+    @property
+    def in_transaction(self) -> bool:
+        """Whether a transaction is open, that is, a statement ran since the last commit."""
+        return self._transaction is not None and self._transaction.is_active
+
     async def __aenter__(self) -> UnitOfWork:
         return self
 

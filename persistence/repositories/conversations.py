@@ -1,8 +1,8 @@
 """Conversations and their participants.
 
 A conversation is visible to its participants and to the owner of its workspace. Only the
-workspace owner changes or deletes it; a participant who tries gets ForbiddenError, anyone else
-gets NotFoundError, the same answer as for a conversation that does not exist.
+workspace owner changes or deletes it. A participant who tries gets ForbiddenError, and anyone
+else gets NotFoundError, the same error as for a conversation that does not exist.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from persistence.tables import conversations, participants, users, workspaces
 
 @dataclass(frozen=True)
 class Access:
-    """What the acting user may do with one conversation."""
+    """A conversation row with the acting user's role in it."""
 
     row: Row[Any]
     owner_id: uuid.UUID
@@ -197,7 +197,7 @@ class ConversationRepository(Repository):
     async def list_for_user(
         self, actor_id: uuid.UUID, *, cursor: str | None = None, limit: int = 50
     ) -> Page[Conversation]:
-        """List every conversation `actor_id` sees (participant or workspace owner), oldest first."""
+        """List every conversation visible to `actor_id` (participant or workspace owner), oldest first."""
         limit = page_limit(limit)
         statement = select(conversations).where(
             conversations.c.id.in_(visible_conversation_ids(actor_id))

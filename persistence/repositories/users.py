@@ -50,10 +50,10 @@ class UserRepository(Repository):
         email_key = normalize_email(user.email)
         connection = await self._write()
 
-        taken = await connection.scalar(
+        existing_id = await connection.scalar(
             select(users.c.id).where(users.c.email_normalized == email_key)
         )
-        if taken is not None:
+        if existing_id is not None:
             raise ConflictError(f"email {user.email} is already registered")
 
         try:
@@ -96,10 +96,10 @@ class UserRepository(Repository):
 
     async def get_many(self, user_ids: Iterable[uuid.UUID]) -> list[User]:
         """Return the users that exist among `user_ids`, in the order given, each once."""
-        wanted = list(dict.fromkeys(user_ids))
-        if not wanted:
+        requested = list(dict.fromkeys(user_ids))
+        if not requested:
             return []
         connection = await self._read()
-        rows = (await connection.execute(select(users).where(users.c.id.in_(wanted)))).all()
+        rows = (await connection.execute(select(users).where(users.c.id.in_(requested)))).all()
         by_id = {row.id: user_from_row(row) for row in rows}
-        return [by_id[user_id] for user_id in wanted if user_id in by_id]
+        return [by_id[user_id] for user_id in requested if user_id in by_id]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 
 import pytest
@@ -229,3 +230,34 @@ async def test_history_uses_the_conversation_seq_index(db, world):
     assert "USING INDEX" in details
     assert "(conversation_id=? AND seq>?)" in details
     assert "SCAN" not in details
+
+
+async def test_batch_failure_after_other_work_keeps_that_work(db, world):
+    """Inside a busy unit of work a failing batch is undone to a savepoint, not further."""
+    stranger = uuid.uuid4()
+    bad = NewMessage(conversation_id=world.conversation.id, sender_id=stranger, content="x")
+    async with db.unit_of_work() as uow:
+        renamed = await uow.conversations.update(world.owner.user_id, world.conversation.id, topic="Renamed")
+        results = await uow.messages.append_batch([new(world, "a"), bad, new(world, "b")])
+
+    assert isinstance(results[1], InvalidError)
+    async with db.unit_of_work() as uow:
+        conversation = await uow.conversations.get(world.member.user_id, world.conversation.id)
+    assert conversation.topic == renamed.topic == "Renamed"
+    assert conversation.last_seq == 2
+
+
+async def test_append_stores_timestamps_as_sqlalchemy_does(db, world):
+    """Messages written by the batch path store time in the same text form as other rows."""
+    if db.dialect != "sqlite":
+        pytest.skip("PostgreSQL stores timestamptz, not text")
+    await append_many(db, world, 1)
+    async with db.engine.connect() as connection:
+        message_row = (await connection.exec_driver_sql("SELECT created_at, updated_at, id FROM messages")).one()
+        user_row = (await connection.exec_driver_sql("SELECT created_at, id FROM users LIMIT 1")).one()
+
+    pattern = r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{6}$"
+    assert re.match(pattern, message_row[0])
+    assert re.match(pattern, message_row[1])
+    assert re.match(pattern, user_row[0])
+    assert len(message_row[2]) == len(user_row[1]) == 32
