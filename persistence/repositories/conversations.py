@@ -13,7 +13,21 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Row, delete, exists, func, insert, select, union, update
+from sqlalchemy import (
+    Row,
+    Uuid,
+    delete,
+    exists,
+    func,
+    insert,
+    literal_column,
+    or_,
+    select,
+    union,
+    update,
+)
+from sqlalchemy.dialects.postgresql import ARRAY, aggregate_order_by
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from persistence.columns import load_metadata, utc_now
@@ -50,6 +64,58 @@ def conversation_from_row(row: Row[Any], participant_ids: list[uuid.UUID]) -> Co
         last_seq=row.last_seq,
         created_at=row.created_at,
         updated_at=row.updated_at,
+    )
+
+
+def participant_list_column(dialect: str) -> Any:
+    """Build a column with each conversation's participants, so a list needs no second query.
+
+    `parse_participant_list` turns its value into the ids in the order they were added.
+    """
+    if dialect == "postgresql":
+        return (
+            select(
+                func.array_agg(
+                    aggregate_order_by(participants.c.user_id, participants.c.id),
+                    type_=ARRAY(Uuid()),
+                )
+            )
+            .where(participants.c.conversation_id == conversations.c.id)
+            .scalar_subquery()
+            .label("participant_list")
+        )
+    # group_concat cannot order its input before SQLite 3.44, so every entry carries the
+    # participant row's key, and parse_participant_list sorts by it.
+    return literal_column(
+        "(SELECT group_concat(p.id || ':' || p.user_id) FROM participants AS p "
+        "WHERE p.conversation_id = conversations.id)"
+    ).label("participant_list")
+
+
+def parse_participant_list(value: Any) -> list[uuid.UUID]:
+    """Read a `participant_list_column` value: a list of UUIDs or SQLite's "key:hex,..." text."""
+    if not value:
+        return []
+    if isinstance(value, list):
+        return value
+    entries = [entry.split(":", 1) for entry in value.split(",")]
+    entries.sort(key=lambda entry: int(entry[0]))
+    return [uuid.UUID(hex=user_id) for _, user_id in entries]
+
+
+def visible_conversation(actor_id: uuid.UUID, conversation_id: uuid.UUID) -> Any:
+    """Select the conversation's id if `actor_id` may see it, else no row."""
+    is_participant = exists().where(
+        participants.c.conversation_id == conversation_id,
+        participants.c.user_id == actor_id,
+    )
+    return (
+        select(conversations.c.id)
+        .join(workspaces, workspaces.c.id == conversations.c.workspace_id)
+        .where(
+            conversations.c.id == conversation_id,
+            or_(workspaces.c.owner_id == actor_id, is_participant),
+        )
     )
 
 
@@ -163,29 +229,36 @@ class ConversationRepository(Repository):
             raise NotFoundError(f"workspace {workspace_id} not found")
         await self._check_users_exist(connection, participant_ids)
 
-        await connection.execute(
-            insert(conversations).values(
-                id=conversation.id,
-                workspace_id=workspace_id,
-                topic=conversation.topic,
-                last_seq=0,
-                metadata=conversation.metadata,
-                created_at=now,
-                updated_at=now,
+        try:
+            await connection.execute(
+                insert(conversations).values(
+                    id=conversation.id,
+                    workspace_id=workspace_id,
+                    topic=conversation.topic,
+                    last_seq=0,
+                    metadata=conversation.metadata,
+                    created_at=now,
+                    updated_at=now,
+                )
             )
-        )
-        await connection.execute(
-            insert(participants),
-            [
-                {
-                    "conversation_id": conversation.id,
-                    "user_id": user_id,
-                    "created_at": now,
-                    "updated_at": now,
-                }
-                for user_id in participant_ids
-            ],
-        )
+            await connection.execute(
+                insert(participants),
+                [
+                    {
+                        "conversation_id": conversation.id,
+                        "user_id": user_id,
+                        "created_at": now,
+                        "updated_at": now,
+                    }
+                    for user_id in participant_ids
+                ],
+            )
+        except IntegrityError as exc:
+            # The checks above passed, so another transaction deleted the workspace or a user
+            # in between (PostgreSQL, where the reads take no locks).
+            raise ConflictError(
+                f"workspace {workspace_id} or a participant was deleted meanwhile; try again"
+            ) from exc
         return conversation
 
     async def get(self, actor_id: uuid.UUID, conversation_id: uuid.UUID) -> Conversation:
@@ -281,14 +354,17 @@ class ConversationRepository(Repository):
         )
         if already is None:
             now = utc_now()
-            await connection.execute(
-                insert(participants).values(
-                    conversation_id=conversation_id,
-                    user_id=user_id,
-                    created_at=now,
-                    updated_at=now,
+            try:
+                await connection.execute(
+                    insert(participants).values(
+                        conversation_id=conversation_id,
+                        user_id=user_id,
+                        created_at=now,
+                        updated_at=now,
+                    )
                 )
-            )
+            except IntegrityError as exc:
+                raise ConflictError(f"user {user_id} was deleted meanwhile; try again") from exc
         return await self._with_participants(connection, access.row)
 
     async def remove_participant(
@@ -367,15 +443,18 @@ class ConversationRepository(Repository):
         condition = after_cursor(cursor, conversations.c.created_at, conversations.c.id)
         if condition is not None:
             statement = statement.where(condition)
-        statement = statement.order_by(conversations.c.created_at, conversations.c.id).limit(
-            limit + 1
+        statement = (
+            statement.add_columns(participant_list_column(self._dialect))
+            .order_by(conversations.c.created_at, conversations.c.id)
+            .limit(limit + 1)
         )
 
         connection = await self._read()
         rows = (await connection.execute(statement)).all()
-        page_rows = rows[:limit]
-        participant_ids = await load_participant_ids(connection, [row.id for row in page_rows])
         return Page[Conversation](
-            items=[conversation_from_row(row, participant_ids.get(row.id, [])) for row in page_rows],
+            items=[
+                conversation_from_row(row, parse_participant_list(row.participant_list))
+                for row in rows[:limit]
+            ],
             next_cursor=next_cursor(rows, limit),
         )

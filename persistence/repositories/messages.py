@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Row, and_, case, insert, or_, select, update
+from sqlalchemy import Row, and_, case, exists, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -17,7 +17,11 @@ from persistence.columns import dump_metadata, load_metadata, sqlite_datetime, u
 from persistence.errors import InvalidError, NotFoundError, PersistenceError
 from persistence.models import AppendResult, HistoryPage, Message, NewMessage
 from persistence.repositories.base import Repository, page_limit
-from persistence.repositories.conversations import load_access, visible_conversation_ids
+from persistence.repositories.conversations import (
+    load_access,
+    visible_conversation,
+    visible_conversation_ids,
+)
 from persistence.search import content_condition, split_words
 from persistence.tables import conversations, messages, users
 
@@ -122,9 +126,13 @@ class MessageRepository(Repository):
         """
         limit = page_limit(limit)
         connection = await self._read()
-        await load_access(connection, actor_id, conversation_id)
 
-        statement = select(*MESSAGE_COLUMNS).where(messages.c.conversation_id == conversation_id)
+        # The visibility check rides along in the same statement. Only an empty page needs a
+        # second query, to tell an empty conversation from one the actor may not see.
+        statement = select(*MESSAGE_COLUMNS).where(
+            messages.c.conversation_id == conversation_id,
+            exists(visible_conversation(actor_id, conversation_id)),
+        )
         if after_seq is not None:
             statement = statement.where(messages.c.seq > after_seq)
         if before_seq is not None:
@@ -132,6 +140,8 @@ class MessageRepository(Repository):
         ascending = after_seq is not None
         order = messages.c.seq.asc() if ascending else messages.c.seq.desc()
         rows = (await connection.execute(statement.order_by(order).limit(limit + 1))).all()
+        if not rows:
+            await load_access(connection, actor_id, conversation_id)
 
         has_more = len(rows) > limit
         rows = rows[:limit]

@@ -6,6 +6,7 @@ import uuid
 from typing import Any
 
 from sqlalchemy import Row, delete, insert, select, update
+from sqlalchemy.exc import IntegrityError
 
 from persistence.columns import load_metadata, utc_now
 from persistence.errors import NotFoundError
@@ -58,17 +59,21 @@ class WorkspaceRepository(Repository):
 
         if await connection.scalar(select(users.c.id).where(users.c.id == actor_id)) is None:
             raise NotFoundError(f"user {actor_id} not found")
-        await connection.execute(
-            insert(workspaces).values(
-                id=workspace.id,
-                owner_id=actor_id,
-                name=workspace.name,
-                description=workspace.description,
-                metadata=workspace.metadata,
-                created_at=now,
-                updated_at=now,
+        try:
+            await connection.execute(
+                insert(workspaces).values(
+                    id=workspace.id,
+                    owner_id=actor_id,
+                    name=workspace.name,
+                    description=workspace.description,
+                    metadata=workspace.metadata,
+                    created_at=now,
+                    updated_at=now,
+                )
             )
-        )
+        except IntegrityError as exc:
+            # The owner was deleted after the check above.
+            raise NotFoundError(f"user {actor_id} not found") from exc
         return workspace
 
     async def get(self, actor_id: uuid.UUID, workspace_id: uuid.UUID) -> Workspace:

@@ -203,6 +203,8 @@ async def test_conversation_list_for_user_covers_both_roles(db):
         page = await uow.conversations.list_for_user(ann.user_id, cursor=None, limit=50)
 
     assert [conversation.id for conversation in page.items] == [owned.id, joined.id]
+    assert page.items[0].participant_ids == [bob.user_id]
+    assert page.items[1].participant_ids == [ann.user_id, bob.user_id]
     assert page.next_cursor is None
 
 
