@@ -11,7 +11,7 @@ from tests.persistence.conftest import create_conversation, create_user, create_
 
 
 async def test_conversation_visible_to_participant_and_owner(db, world):
-    """Participants and the workspace owner see it; an outsider gets NotFoundError."""
+    """Participants and the workspace owner can read it, and an outsider gets NotFoundError."""
     async with db.unit_of_work() as uow:
         as_member = await uow.conversations.get(world.member.user_id, world.conversation.id)
         as_owner = await uow.conversations.get(world.owner.user_id, world.conversation.id)
@@ -83,7 +83,7 @@ async def test_conversation_topic_length_checked(db, world):
 
 
 async def test_conversation_update_by_participant_forbidden(db, world):
-    """A participant sees the conversation but may not change it; an outsider sees nothing."""
+    """A participant may read but not change the conversation, and to an outsider it is missing."""
     async with db.unit_of_work() as uow:
         with pytest.raises(ForbiddenError):
             await uow.conversations.update(world.member.user_id, world.conversation.id, topic="x")
@@ -117,7 +117,7 @@ async def test_conversation_delete_by_owner(db, world):
 
 
 async def test_participant_add_and_remove(db, world):
-    """The owner adds a user, who then sees the conversation, until removed."""
+    """A user the owner adds can read the conversation until removed."""
     async with db.unit_of_work() as uow:
         added = await uow.conversations.add_participant(
             world.owner.user_id, world.conversation.id, world.outsider.user_id
@@ -157,7 +157,7 @@ async def test_participant_add_by_participant_forbidden(db, world):
 
 
 async def test_participant_remove_last_conflicts(db, world):
-    """Removing the last participant is a conflict, whoever asks."""
+    """Removing the last participant is a conflict, for the owner and for the participant."""
     async with db.unit_of_work() as uow:
         with pytest.raises(ConflictError):
             await uow.conversations.remove_participant(
@@ -190,7 +190,7 @@ async def test_participant_remove_non_member_not_found(db, world):
 
 
 async def test_conversation_list_for_user_covers_both_roles(db):
-    """The list holds conversations the user takes part in and those in workspaces they own."""
+    """The list contains conversations the user takes part in and those in workspaces they own."""
     ann = await create_user(db, "Ann")
     bob = await create_user(db, "Bob")
     anns_workspace = await create_workspace(db, ann)
