@@ -31,18 +31,6 @@ def _display_host(host: str) -> str:
     return f"[{host}]" if ":" in host else host
 
 
-def _configure_server_logging(settings: Settings) -> None:
-    """Send the application's own log records to stderr; uvicorn configures its loggers itself."""
-    from realtime.server import RedactQueryCredentials
-
-    handler = logging.StreamHandler()
-    handler.setFormatter(logging.Formatter("%(levelname)s:     %(name)s: %(message)s"))
-    handler.addFilter(RedactQueryCredentials())
-    root = logging.getLogger()
-    root.addHandler(handler)
-    root.setLevel(settings.log_level.upper())
-
-
 # --- commands ---
 
 
@@ -62,7 +50,6 @@ def command_serve(args: argparse.Namespace) -> int:
         )
         return EXIT_USAGE
 
-    _configure_server_logging(settings)
     base = f"{_display_host(settings.host)}:{settings.port}"
     print(f"Cortex Core serving on http://{base}  (WebSocket ws://{base}/ws, API docs http://{base}/schema)", flush=True)
 
@@ -215,6 +202,7 @@ def command_demo(args: argparse.Namespace) -> int:
         url=args.url,
         languages=args.languages,
         limit_dialogues=args.limit_dialogues,
+        concurrency=args.concurrency,
         progress=not args.no_progress,
     )
     return asyncio.run(run_demo(options))
@@ -279,6 +267,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--url", default="http://127.0.0.1:8000", help="base URL of the server (default http://127.0.0.1:8000)")
     demo.add_argument("--languages", nargs="+", metavar="LANGUAGE", help="corpus languages to replay (default: all)")
     demo.add_argument("--limit-dialogues", type=int, metavar="N", help="replay at most N dialogues per corpus file")
+    demo.add_argument(
+        "--concurrency", type=int, default=4, metavar="N", help="conversations replayed at the same time (default 4)"
+    )
     demo.add_argument("--no-progress", action="store_true", help="do not draw a progress bar")
     demo.set_defaults(handler=command_demo)
 
@@ -287,9 +278,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; return its exit code (0 success, 1 failure, 2 bad usage or settings)."""
+    # No logging set-up here: until the server configures logging, warnings reach stderr through
+    # the logging module's last-resort handler.
     args = build_parser().parse_args(argv)
-    if args.command != "serve":
-        logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
     from persistence.errors import PersistenceError
 

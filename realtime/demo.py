@@ -37,6 +37,8 @@ class DemoOptions:
     url: str = "http://127.0.0.1:8000"
     languages: list[str] | None = None
     limit_dialogues: int | None = None
+    # Conversations replayed at the same time.
+    concurrency: int = 4
     progress: bool = True
 
 
@@ -283,7 +285,8 @@ async def _replay_file(
                     "type": "send",
                     "conversation_id": conversation_id,
                     "content": line,
-                    "client_msg_id": f"{dialogue_index}-{line_index}",
+                    # Idempotency keys are unique per sender across all conversations.
+                    "client_msg_id": f"{conversation_id}:{dialogue_index}:{line_index}",
                 }
             )
             if ack["message"]["content"] != line:
@@ -305,7 +308,9 @@ async def _replay_file(
 async def replay(options: DemoOptions) -> DemoReport:
     """Run the replay and return its report; raise DemoError when it cannot run."""
     if options.limit_dialogues is not None and options.limit_dialogues < 1:
-        raise DemoError("--limit-dialogues must be at least 1")
+        raise DemoError(f"--limit-dialogues must be at least 1 (got {options.limit_dialogues})")
+    if options.concurrency < 1:
+        raise DemoError(f"--concurrency must be at least 1 (got {options.concurrency})")
     corpus = load_corpus(options.languages, options.limit_dialogues)
     run_id = secrets.token_hex(4)
     report = DemoReport()
@@ -331,18 +336,25 @@ async def replay(options: DemoOptions) -> DemoReport:
             with tqdm(
                 total=sum(item.line_count for item in corpus), unit="msg", disable=not options.progress
             ) as bar:
-                for corpus_file in corpus:
-                    await _replay_file(
-                        corpus_file,
-                        client,
-                        tokens[0],
-                        workspace["id"],
-                        participant_ids,
-                        connections[:2],
-                        connections[2],
-                        report,
-                        bar,
-                    )
+                # Several corpus files replay at once over the same three connections. Within
+                # one conversation every send still waits for the previous ack.
+                slots = asyncio.Semaphore(options.concurrency)
+
+                async def replay_one(corpus_file: CorpusFile) -> None:
+                    async with slots:
+                        await _replay_file(
+                            corpus_file,
+                            client,
+                            tokens[0],
+                            workspace["id"],
+                            participant_ids,
+                            connections[:2],
+                            connections[2],
+                            report,
+                            bar,
+                        )
+
+                await asyncio.gather(*(replay_one(corpus_file) for corpus_file in corpus))
         finally:
             report.seconds = time.perf_counter() - started
             for connection in connections:
