@@ -19,7 +19,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from bench.process import raise_open_file_limit, read_resources
+from bench.process import raise_open_file_limit, read_resources, stop_on_sigterm
 from bench.runner import read_prefixed_line
 from bench.targets import RoomPlan, RunningTarget, TargetSpec, running_target
 
@@ -140,6 +140,7 @@ def run(args: argparse.Namespace) -> int:
         print("error: --count must be 1 to 50000", file=sys.stderr)
         return 2
     limit = raise_open_file_limit()
+    stop_on_sigterm()
     if args.count + 100 > limit:
         print(f"error: --count {args.count} needs more open files than this process may have ({limit}); raise ulimit -n", file=sys.stderr)
         return 2

@@ -235,7 +235,7 @@ class JsonProtocolClient(Client):
     def encode_send(self, marker: str, content: str) -> str:
         return (
             f'{{"type":"send","conversation_id":"{self.room}","content":"{content}",'
-            f'"client_msg_id":"{self.id}-{self.count}","ref":"{marker}"}}'
+            f'"client_msg_id":"{self.spec["run"]}-{self.id}-{self.count}","ref":"{marker}"}}'
         )
 
 

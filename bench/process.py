@@ -43,6 +43,15 @@ def raise_open_file_limit() -> int:
     return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
 
 
+def stop_on_sigterm() -> None:
+    """Turn SIGTERM into SystemExit, so the context managers stop every server this run started."""
+
+    def exit_now(signum: int, _frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, exit_now)
+
+
 class ManagedProcess:
     """A child process with a name, its log file, and CPU and RSS readings."""
 

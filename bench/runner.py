@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+import uuid
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -86,6 +87,11 @@ async def read_prefixed_line(process: asyncio.subprocess.Process, prefix: str, t
 async def run_step(target: RunningTarget, shape: LoadShape, rate: float, work_dir: Path) -> StepResult:
     plan = shape.room_plan()
     specs = target.client_specs(plan)
+    # The users persist across the steps of a sweep, so client_msg_ids carry a per-step prefix;
+    # a repeated one would be acknowledged as a duplicate and neither stored nor delivered again.
+    run_id = uuid.uuid4().hex[:8]
+    for spec in specs:
+        spec["run"] = run_id
     groups = [specs[index :: shape.loadgens] for index in range(shape.loadgens)]
     groups = [group for group in groups if group]
     total_senders = sum(1 for spec in specs if spec["sender"]) or 1
