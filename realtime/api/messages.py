@@ -13,6 +13,8 @@ from persistence.models import NewMessage, User
 from realtime.api.errors import BadRequestError, UnprocessableError
 from realtime.api.params import DEFAULT_PAGE_SIZE, PageLimit, clamp_limit, parse_id
 from realtime.api.schemas import MessageCreateRequest, MessageHistory, MessageView
+from realtime.gateway.connection import MAX_METADATA_BYTES
+from realtime.wire import encode_json
 
 
 class MessageController(Controller):
@@ -31,6 +33,13 @@ class MessageController(Controller):
         if len(data.content) > max_chars:
             raise UnprocessableError(
                 detail=f"content: must be at most {max_chars} characters (got {len(data.content)})"
+            )
+
+        # The same limit as a WebSocket send, so both paths accept the same messages.
+        metadata_size = len(encode_json(data.metadata)) if data.metadata else 0
+        if metadata_size > MAX_METADATA_BYTES:
+            raise UnprocessableError(
+                detail=f"metadata: must be at most {MAX_METADATA_BYTES} bytes of JSON (got {metadata_size})"
             )
 
         # Visibility check: the pipeline stores for any existing conversation, so outsiders get 404 here.

@@ -96,6 +96,13 @@ async def test_message_content_limit_counts_code_points(client, bob, conversatio
     assert response.json()["content"] == "\U0001f600" * MAX_CHARS
 
 
+async def test_message_metadata_over_limit_returns_422(client, bob, conversation):
+    response = await post(client, bob, conversation["id"], "hi", metadata={"blob": "x" * 20000})
+
+    assert response.status_code == 422
+    assert response.json()["detail"].startswith("metadata:")
+
+
 @pytest.mark.parametrize("content", ["", "   \n\t"])
 async def test_message_blank_content_returns_422(client, bob, conversation, content):
     response = await post(client, bob, conversation["id"], content)
