@@ -34,6 +34,9 @@ class Database:
     `synchronous=NORMAL` and a busy timeout set on every new connection. PostgreSQL runs
     through asyncpg; `connect_args` is passed to the driver (for example
     `{"server_settings": {"search_path": "my_schema"}}`).
+
+    NOTE: an in-memory SQLite database (`sqlite+aiosqlite://`) has one connection, shared by
+    every unit of work, so it suits tests that run one unit of work at a time.
     """
 
     def __init__(

@@ -82,13 +82,14 @@ class MessageRepository(Repository):
         Returns one result per input, in input order. Each conversation's next seqs are taken
         from its `last_seq` counter in input order. The counter is raised once per batch and
         conversation inside the transaction, so seqs stay unique and gap-free under concurrent
-        writers. A `client_msg_id` that the sender
-        already used, earlier in the database or earlier in this batch, returns that first
-        message with `created=False` and stores nothing. A message whose conversation does not
-        exist gets NotFoundError and the others are stored. When the batch insert breaks a
-        constraint (a concurrent writer used the same `client_msg_id`, the sender does not
-        exist), it is undone and the batch is stored one message at a time under savepoints, so
-        only the offending message fails.
+        writers.
+
+        A `client_msg_id` that the sender already used, earlier in the database or earlier in
+        this batch, returns that first message with `created=False` and stores nothing. A
+        message whose conversation does not exist gets NotFoundError, and the others are stored.
+        When the batch insert breaks a constraint (a concurrent writer used the same
+        `client_msg_id`, or the sender does not exist), it is undone and the batch is stored one
+        message at a time under savepoints, so only the offending message fails.
         """
         if not batch:
             return []
@@ -152,7 +153,7 @@ class MessageRepository(Repository):
     async def read_after(
         self, conversation_id: uuid.UUID, after_seq: int, limit: int
     ) -> list[Message]:
-        """Read up to `limit` messages with seq above `after_seq`, ascending, with NO access check.
+        """Read up to `limit` (at most 200) messages above `after_seq`, ascending, with NO access check.
 
         For the gateway, which checks access once per subscription and then fills gaps with this.
         """

@@ -67,6 +67,12 @@ async def store(request: pytest.FixtureRequest, tmp_path) -> AsyncIterator[Store
         return
 
     admin = await _connect_admin()
+    # Installed in `public`, the extension is not dropped with a test's schema, so suites
+    # running at the same time do not pull it away from each other.
+    try:
+        await admin.execute("CREATE EXTENSION IF NOT EXISTS pg_trgm SCHEMA public")
+    except asyncpg.PostgresError:
+        pass  # Not available, or installed by a concurrent run: the migration handles both.
     schema = f"test_{uuid.uuid4().hex[:16]}"
     await admin.execute(f'CREATE SCHEMA "{schema}"')
     try:

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import textwrap
+import threading
+import time
 
 import pytest
 from sqlalchemy import text
@@ -88,3 +91,33 @@ def test_migrate_from_two_processes_on_one_sqlite_file(tmp_path):
         """
     )
     run_python_at_once(script, ["first", "second", "third"])
+
+
+async def test_write_waits_out_a_held_lock(tmp_path, monkeypatch, caplog):
+    """A write that finds the SQLite write lock taken past the busy timeout retries and succeeds."""
+    monkeypatch.setattr("persistence.sqlite.BUSY_TIMEOUT_MS", 200)
+    path = tmp_path / "locked.db"
+    async with Database(f"sqlite+aiosqlite:///{path}") as db:
+        await db.migrate()
+        locked = threading.Event()
+
+        def hold_write_lock() -> None:
+            other = sqlite3.connect(path, isolation_level=None)
+            other.execute("BEGIN IMMEDIATE")
+            locked.set()
+            time.sleep(0.6)
+            other.execute("COMMIT")
+            other.close()
+
+        holder = threading.Thread(target=hold_write_lock)
+        holder.start()
+        locked.wait()
+        try:
+            async with db.unit_of_work() as uow:
+                user = await uow.users.create(name="Ann", email="ann@example.com")
+        finally:
+            holder.join()
+
+        async with db.unit_of_work() as uow:
+            assert (await uow.users.get(user.user_id)).name == "Ann"
+    assert any("retry 1 of" in record.getMessage() for record in caplog.records)
