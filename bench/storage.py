@@ -28,7 +28,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -38,11 +38,7 @@ from persistence.database import Database
 from persistence.models import NewMessage
 from persistence.tables import ConversationRow, MessageRow
 
-WORDS = (
-    "deploy build release review merge branch test failing green ticket sprint standup "
-    "coffee lunch meeting roadmap design schema index query latency cache redis socket "
-    "北京 東京タワー ข้าวผัด مرحبا שלום customer invoice budget hiring launch"
-).split()
+WORDS = ["deploy", "build", "release", "review", "merge", "branch", "test", "failing", "green", "ticket", "sprint", "standup", "coffee", "lunch", "meeting", "roadmap", "design", "schema", "index", "query", "latency", "cache", "redis", "socket", "北京", "東京タワー", "ข้าวผัด", "مرحبا", "שלום", "customer", "invoice", "budget", "hiring", "launch"]
 
 SEED_CHUNK = 20_000
 WRITE_BATCH = 100
@@ -88,7 +84,7 @@ def seed(path: Path, scale: Scale, rng: random.Random) -> Seeded:
     """
     connection = sqlite3.connect(path)
     connection.execute("PRAGMA synchronous = OFF")
-    base = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    base = datetime(2026, 1, 1, tzinfo=UTC)
     stamp = sqlite_time(base)
 
     user_ids = [uuid.uuid4() for _ in range(scale.users)]
@@ -358,7 +354,7 @@ def main() -> None:
 
     ratio = results["append_batch_per_s"] / results["raw_executemany_per_s"]  # type: ignore[operator]
     print()
-    print(f"date: {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC")
+    print(f"date: {datetime.now(UTC):%Y-%m-%d %H:%M} UTC")
     print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs, {platform.platform()}")
     print(f"python {platform.python_version()}, SQLite {sqlite3.sqlite_version}")
     print(f"data: {scale.conversations:,} conversations, {scale.messages:,} messages, "

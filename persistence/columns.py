@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import DateTime, Text
@@ -17,7 +17,7 @@ logger = logging.getLogger(__name__)
 
 def utc_now() -> datetime:
     """Return the current time as an aware UTC datetime with microseconds."""
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 class UtcDateTime(TypeDecorator[datetime]):
@@ -34,16 +34,16 @@ class UtcDateTime(TypeDecorator[datetime]):
         if value is None:
             return None
         if value.tzinfo is None:
-            return value.replace(tzinfo=timezone.utc) if dialect.name != "sqlite" else value
-        value = value.astimezone(timezone.utc)
+            return value.replace(tzinfo=UTC) if dialect.name != "sqlite" else value
+        value = value.astimezone(UTC)
         return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
 
     def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
         if value is None:
             return None
         if value.tzinfo is None:
-            return value.replace(tzinfo=timezone.utc)
-        return value.astimezone(timezone.utc)
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
 
 
 def sqlite_datetime(value: datetime) -> str:
@@ -52,7 +52,7 @@ def sqlite_datetime(value: datetime) -> str:
     The same text as SQLAlchemy's SQLite DATETIME storage format, for statements that pass
     parameters to the driver directly.
     """
-    return value.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S.%f")
+    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
 
 
 class MetadataJSON(TypeDecorator[Any]):

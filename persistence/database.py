@@ -6,7 +6,7 @@ import asyncio
 import logging
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, Self
 
 from alembic import command
 from alembic.config import Config
@@ -74,7 +74,7 @@ class Database:
         else:
             self._sqlite_path = None
 
-    async def __aenter__(self) -> Database:
+    async def __aenter__(self) -> Self:
         return self
 
     async def __aexit__(

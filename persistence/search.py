@@ -19,6 +19,7 @@ the `simple` text search configuration (lower-cased, not stemmed), served by a G
 from __future__ import annotations
 
 import re
+
 from sqlalchemy import ColumnElement, Integer, and_, column, func, literal_column, text
 
 from persistence.tables import messages

@@ -53,7 +53,8 @@ async def export_database(db: Database, path: str | os.PathLike[str]) -> int:
     The rows are read in one transaction, so the file is a consistent snapshot.
     """
     written = 0
-    with Path(path).open("w", encoding="utf-8") as output:
+    # Plain buffered file I/O: export and import run as commands of their own, not in a server.
+    with Path(path).open("w", encoding="utf-8") as output:  # noqa: ASYNC230
         _write_line(output, {"format": FORMAT_NAME, "version": FORMAT_VERSION})
         async with db.engine.connect() as connection, connection.begin():
             for table in TABLES_IN_DEPENDENCY_ORDER:
@@ -98,7 +99,7 @@ async def import_database(
         await _require_empty(connection)
 
         batch = _Batch()
-        with path.open("r", encoding="utf-8") as source, tqdm(
+        with path.open("r", encoding="utf-8") as source, tqdm(  # noqa: ASYNC230
             total=path.stat().st_size,
             unit="B",
             unit_scale=True,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from types import TracebackType
+from typing import Self
 
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncTransaction
@@ -58,7 +59,7 @@ class UnitOfWork:
         """Whether a transaction is open, that is, a statement ran since the last commit."""
         return self._transaction is not None and self._transaction.is_active
 
-    async def __aenter__(self) -> UnitOfWork:
+    async def __aenter__(self) -> Self:
         return self
 
     async def __aexit__(

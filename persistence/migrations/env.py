@@ -36,9 +36,8 @@ def run_with_connection(connection: Connection) -> None:
 
 async def run_with_url(url: str) -> None:
     # Database sets the SQLite pragmas and transaction handling that migrations rely on.
-    async with Database(url) as database:
-        async with database.engine.begin() as connection:
-            await connection.run_sync(run_with_connection)
+    async with Database(url) as database, database.engine.begin() as connection:
+        await connection.run_sync(run_with_connection)
 
 
 def run_migrations_online() -> None:

@@ -31,7 +31,12 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from persistence.columns import load_metadata, utc_now
-from persistence.errors import ConflictError, ForbiddenError, InvalidError, NotFoundError
+from persistence.errors import (
+    ConflictError,
+    ForbiddenError,
+    InvalidError,
+    NotFoundError,
+)
 from persistence.models import Conversation, Page
 from persistence.repositories.base import (
     Repository,

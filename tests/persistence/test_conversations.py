@@ -6,8 +6,17 @@ import uuid
 
 import pytest
 
-from persistence.errors import ConflictError, ForbiddenError, InvalidError, NotFoundError
-from tests.persistence.conftest import create_conversation, create_user, create_workspace
+from persistence.errors import (
+    ConflictError,
+    ForbiddenError,
+    InvalidError,
+    NotFoundError,
+)
+from tests.persistence.conftest import (
+    create_conversation,
+    create_user,
+    create_workspace,
+)
 
 
 async def test_conversation_visible_to_participant_and_owner(db, world):

@@ -10,7 +10,11 @@ from sqlalchemy import func, select
 from persistence.errors import InvalidError, NotFoundError
 from persistence.models import NewMessage
 from persistence.tables import conversations, messages, participants
-from tests.persistence.conftest import create_conversation, create_user, create_workspace
+from tests.persistence.conftest import (
+    create_conversation,
+    create_user,
+    create_workspace,
+)
 
 
 async def test_workspace_visible_to_owner_only(db):
