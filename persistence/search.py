@@ -1,14 +1,15 @@
-"""Full-text search conditions over message content, one builder per database.
+"""Full-text search statements over message content, one builder per database.
 
 The user's text is split on white space into words, and a message matches when every word
 matches. No word is parsed as query syntax, so `foo AND (`, a lone `"` or `NEAR(` are plain
 words. A word made only of punctuation is dropped, so a query of punctuation alone finds nothing.
 
-SQLite: an FTS5 table with the `trigram` tokenizer, kept in sync by triggers. A word of three or
-more characters matches wherever it appears inside the content, in any script, ignoring case
-(Unicode case folding). FTS5 finds those through its index. Shorter words are matched with LIKE
-on the rows found that way, or on the messages of the visible conversations when the query has
-no longer word, and LIKE ignores case for ASCII letters only.
+SQLite: every word matches wherever it appears inside the content, in any script, ignoring case.
+An FTS5 table with the `trigram` tokenizer, kept in sync by triggers, finds words of three or
+more characters. Shorter words, and every word when the searched conversations hold few
+messages, are tested row by row with `casefold_contains` (Python's str.casefold). The trigram
+tokenizer folds case by Unicode's simple case mapping, so the two agree except for letters
+whose full folding differs, such as `ß`, which casefolds to `ss`.
 
 PostgreSQL: a word in a script written without spaces between words (Chinese, Japanese, Korean,
 Thai, Lao, Khmer, Myanmar) matches anywhere inside the content with ILIKE, served by a pg_trgm
@@ -19,10 +20,27 @@ the `simple` text search configuration (lower-cased, not stemmed), served by a G
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
+from typing import Any
 
-from sqlalchemy import ColumnElement, Integer, and_, column, func, literal_column, text
+from sqlalchemy import (
+    Boolean,
+    ColumnElement,
+    Integer,
+    Select,
+    bindparam,
+    column,
+    func,
+    literal_column,
+    select,
+    table,
+)
 
+from persistence.sqlite import CONTAINS_FUNCTION
 from persistence.tables import messages
+
+# The FTS5 table over messages.content that the initial migration creates on SQLite.
+MESSAGES_FTS = table("messages_fts", column("rowid", Integer))
 
 # Bounds on the work one query can cause.
 MAX_QUERY_WORDS = 16
@@ -57,33 +75,52 @@ def split_words(query: str) -> list[str]:
     return words
 
 
-def content_condition(dialect: str, words: list[str]) -> ColumnElement[bool]:
-    """Build the condition on `messages` that every word matches; `words` must not be empty."""
-    if dialect == "postgresql":
-        return _postgresql_condition(words)
-    return _sqlite_condition(words)
+def sqlite_search(
+    columns: Sequence[ColumnElement[Any]],
+    words: list[str],
+    scope: ColumnElement[bool],
+    *,
+    scan: bool,
+    limit: int,
+) -> Select[Any]:
+    """Build the SQLite search for `words` among the messages that `scope` admits, newest first.
 
-
-def _sqlite_condition(words: list[str]) -> ColumnElement[bool]:
+    `scan` reads the messages in scope and tests each word on them, which is fastest when the
+    scope holds few messages. Otherwise the FTS5 index drives the search from the newest match
+    down, and it stops at `limit` matches in scope. A query with no word of three or more
+    characters has nothing for the index to look up, so it always scans.
+    """
     indexed = [word for word in words if len(word) >= TRIGRAM_MIN_CHARS]
+    if scan or not indexed:
+        statement = select(*columns).where(scope, *(_casefold_contains(word) for word in words))
+        return statement.order_by(messages.c.pk.desc()).limit(limit)
+
+    # Each word becomes an FTS5 string with its inner quotes doubled, so nothing in it is
+    # syntax. FTS5 requires every one of several space-separated strings to match.
+    match = " ".join('"' + word.replace('"', '""') + '"' for word in indexed)
     short = [word for word in words if len(word) < TRIGRAM_MIN_CHARS]
-
-    conditions: list[ColumnElement[bool]] = []
-    if indexed:
-        # Each word becomes an FTS5 string with its inner quotes doubled, so nothing in it is
-        # syntax. FTS5 requires every one of several space-separated strings to match.
-        match = " ".join('"' + word.replace('"', '""') + '"' for word in indexed)
-        fts_rows = (
-            text("SELECT rowid FROM messages_fts WHERE messages_fts MATCH :fts_query")
-            .bindparams(fts_query=match)
-            .columns(column("rowid", Integer))
+    return (
+        select(*columns)
+        .select_from(MESSAGES_FTS.join(messages, messages.c.pk == MESSAGES_FTS.c.rowid))
+        .where(
+            literal_column("messages_fts").op("MATCH")(bindparam("fts_query", match)),
+            scope,
+            *(_casefold_contains(word) for word in short),
         )
-        conditions.append(messages.c.pk.in_(fts_rows))
-    conditions.extend(_contains(word, case_insensitive=False) for word in short)
-    return and_(*conditions)
+        # FTS5 walks its index in rowid order itself, so no sort step holds every match.
+        .order_by(MESSAGES_FTS.c.rowid.desc())
+        .limit(limit)
+    )
 
 
-def _postgresql_condition(words: list[str]) -> ColumnElement[bool]:
+def postgresql_search(
+    columns: Sequence[ColumnElement[Any]],
+    words: list[str],
+    scope: ColumnElement[bool],
+    *,
+    limit: int,
+) -> Select[Any]:
+    """Build the PostgreSQL search for `words` among the messages that `scope` admits."""
     substring_words = [word for word in words if _NO_SPACE_SCRIPTS.search(word)]
     whole_words = [word for word in words if not _NO_SPACE_SCRIPTS.search(word)]
 
@@ -97,15 +134,13 @@ def _postgresql_condition(words: list[str]) -> ColumnElement[bool]:
                 func.plainto_tsquery(config, " ".join(whole_words))
             )
         )
-    conditions.extend(_contains(word, case_insensitive=True) for word in substring_words)
-    return and_(*conditions)
+    for word in substring_words:
+        escaped = word.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        conditions.append(messages.c.content.ilike(f"%{escaped}%", escape="\\"))
+
+    statement = select(*columns).where(scope, *conditions)
+    return statement.order_by(messages.c.pk.desc()).limit(limit)
 
 
-def _contains(word: str, *, case_insensitive: bool) -> ColumnElement[bool]:
-    escaped = word.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-    pattern = f"%{escaped}%"
-    if case_insensitive:
-        return messages.c.content.ilike(pattern, escape="\\")
-    # SQLite's LIKE already ignores ASCII case.
-    return messages.c.content.like(pattern, escape="\\")
-
+def _casefold_contains(word: str) -> ColumnElement[bool]:
+    return getattr(func, CONTAINS_FUNCTION)(messages.c.content, word, type_=Boolean)

@@ -21,6 +21,20 @@ BUSY_TIMEOUT_MS = 5000
 BEGIN_MODE_OPTION = "cortex_sqlite_begin"
 
 
+# SQL name of `casefold_contains`, registered on every connection.
+CONTAINS_FUNCTION = "casefold_contains"
+
+
+def casefold_contains(content: str | None, word: str | None) -> bool:
+    """Tell whether `word` occurs in `content`, ignoring case in every script.
+
+    SQLite's own LIKE and lower() fold ASCII letters only.
+    """
+    if content is None or word is None:
+        return False
+    return word.casefold() in content.casefold()
+
+
 def configure_engine(engine: AsyncEngine) -> None:
     """Set the pragmas on every new connection and let SQLAlchemy emit BEGIN itself.
 
@@ -41,6 +55,9 @@ def configure_engine(engine: AsyncEngine) -> None:
             cursor.execute("PRAGMA synchronous = NORMAL")
         finally:
             cursor.close()
+        dbapi_connection.create_function(
+            CONTAINS_FUNCTION, 2, casefold_contains, deterministic=True
+        )
 
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(connection: Connection) -> None:

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Row, and_, case, exists, insert, or_, select, update
+from sqlalchemy import Row, and_, case, exists, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -22,7 +22,7 @@ from persistence.repositories.conversations import (
     visible_conversation,
     visible_conversation_ids,
 )
-from persistence.search import content_condition, split_words
+from persistence.search import postgresql_search, split_words, sqlite_search
 from persistence.tables import conversations, messages, users
 
 logger = logging.getLogger(__name__)
@@ -40,6 +40,10 @@ MESSAGE_COLUMNS = (
 )
 
 IdempotencyKey = tuple[uuid.UUID, str]
+
+# Up to this many messages in the searched conversations, SQLite search reads them all and tests
+# the words on each (a few milliseconds per thousand messages); above it, the FTS5 index leads.
+SEARCH_SCAN_MAX_MESSAGES = 20_000
 
 SQLITE_INSERT = (
     "INSERT INTO messages (id, conversation_id, sender_id, seq, content, client_msg_id, "
@@ -175,9 +179,9 @@ class MessageRepository(Repository):
         conversation_id: uuid.UUID | None = None,
         limit: int = 50,
     ) -> list[Message]:
-        """Find messages whose content matches every word of `query`, newest first.
+        """Find messages whose content matches every word of `query`, newest stored first.
 
-        Only conversations visible to `actor_id` are searched; a `conversation_id` it cannot
+        Only conversations visible to `actor_id` are searched, and a `conversation_id` it cannot
         see raises NotFoundError. What a word matches is described in `persistence.search`.
         """
         limit = page_limit(limit)
@@ -189,15 +193,27 @@ class MessageRepository(Repository):
         if not words:
             return []
 
-        statement = select(*MESSAGE_COLUMNS).where(content_condition(self._dialect, words))
         if conversation_id is not None:
-            statement = statement.where(messages.c.conversation_id == conversation_id)
+            in_scope = conversations.c.id == conversation_id
         else:
-            statement = statement.where(
-                messages.c.conversation_id.in_(visible_conversation_ids(actor_id))
+            in_scope = conversations.c.id.in_(visible_conversation_ids(actor_id))
+        scope = messages.c.conversation_id.in_(select(conversations.c.id).where(in_scope))
+
+        if self._dialect == "sqlite":
+            # last_seq counts every message ever stored, so this bounds the scan from above.
+            messages_in_scope = await connection.scalar(
+                select(func.coalesce(func.sum(conversations.c.last_seq), 0)).where(in_scope)
             )
-        statement = statement.order_by(messages.c.created_at.desc(), messages.c.pk.desc())
-        rows = await connection.execute(statement.limit(limit))
+            statement = sqlite_search(
+                MESSAGE_COLUMNS,
+                words,
+                scope,
+                scan=messages_in_scope <= SEARCH_SCAN_MAX_MESSAGES,
+                limit=limit,
+            )
+        else:
+            statement = postgresql_search(MESSAGE_COLUMNS, words, scope, limit=limit)
+        rows = await connection.execute(statement)
         return [message_from_row(row) for row in rows]
 
     # -- append internals ---------------------------------------------------------------------

@@ -5,12 +5,12 @@ from __future__ import annotations
 import uuid
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import true
 
 from persistence.errors import NotFoundError
 from persistence.models import NewMessage
 from persistence.repositories.messages import MESSAGE_COLUMNS
-from persistence.search import content_condition, split_words
+from persistence.search import postgresql_search, split_words, sqlite_search
 from tests.persistence.conftest import create_conversation, create_user
 
 TEXTS = {
@@ -22,6 +22,16 @@ TEXTS = {
     "hebrew": "שלום עולם יפה",
     "korean": "서울에서 만나요",
 }
+
+
+@pytest.fixture(autouse=True, params=["scan", "index"])
+def sqlite_plan(request, db, monkeypatch):
+    """Run each search test with both SQLite plans: reading the scope, and led by FTS5."""
+    if db.dialect != "sqlite" and request.param == "index":
+        pytest.skip("PostgreSQL has one plan")
+    if request.param == "index":
+        monkeypatch.setattr("persistence.repositories.messages.SEARCH_SCAN_MAX_MESSAGES", -1)
+    return request.param
 
 
 @pytest.fixture
@@ -157,8 +167,12 @@ async def test_search_short_latin_word(db, world, stored):
 
 
 async def test_search_served_by_an_index(db):
-    """The word condition can use the full-text index on each database."""
-    statement = select(*MESSAGE_COLUMNS).where(content_condition(db.dialect, split_words("quick fox")))
+    """The search can use the full-text index on each database."""
+    words = split_words("quick fox")
+    if db.dialect == "postgresql":
+        statement = postgresql_search(MESSAGE_COLUMNS, words, true(), limit=50)
+    else:
+        statement = sqlite_search(MESSAGE_COLUMNS, words, true(), scan=False, limit=50)
     async with db.engine.connect() as connection:
         sql = str(statement.compile(dialect=connection.dialect, compile_kwargs={"literal_binds": True}))
         if db.dialect == "postgresql":
@@ -174,3 +188,19 @@ async def test_search_served_by_an_index(db):
         assert "ix_messages_content_fts" in plan
     else:
         assert "messages_fts VIRTUAL TABLE INDEX" in plan
+        # FTS5 returns matches newest first itself, so the search stops at the limit.
+        assert "TEMP B-TREE" not in plan
+
+
+async def test_search_ignores_case_beyond_ascii(db, world):
+    """Upper-case non-ASCII letters find their lower-case forms."""
+    async with db.unit_of_work() as uow:
+        stored = await uow.messages.append(
+            NewMessage(
+                conversation_id=world.conversation.id,
+                sender_id=world.member.user_id,
+                content="Notre école ouvre à Paris",
+            )
+        )
+    assert await search(db, world.member, "ÉCOLE") == [stored.message.id]
+    assert await search(db, world.member, "À") == [stored.message.id]
