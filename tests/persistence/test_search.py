@@ -47,6 +47,15 @@ async def stored(db, world):
     return {key: result.message.id for key, result in zip(TEXTS, results)}
 
 
+async def store(db, world, content: str) -> uuid.UUID:
+    """Store one message from the world's member; return its id."""
+    async with db.unit_of_work() as uow:
+        result = await uow.messages.append(
+            NewMessage(conversation_id=world.conversation.id, sender_id=world.member.user_id, content=content)
+        )
+    return result.message.id
+
+
 async def search(db, actor, query, **options):
     async with db.unit_of_work() as uow:
         return [message.id for message in await uow.messages.search(actor.user_id, query, **options)]
@@ -88,15 +97,8 @@ async def test_search_syntax_is_never_parsed(db, world, stored, query):
 
 
 async def test_search_quote_inside_word_matches_literally(db, world):
-    async with db.unit_of_work() as uow:
-        stored = await uow.messages.append(
-            NewMessage(
-                conversation_id=world.conversation.id,
-                sender_id=world.member.user_id,
-                content='she said "hello" twice',
-            )
-        )
-    assert await search(db, world.member, '"hello"') == [stored.message.id]
+    stored_id = await store(db, world, 'she said "hello" twice')
+    assert await search(db, world.member, '"hello"') == [stored_id]
 
 
 async def test_search_limited_to_visible_conversations(db, world, stored):
@@ -194,13 +196,6 @@ async def test_search_served_by_an_index(db):
 
 async def test_search_ignores_case_beyond_ascii(db, world):
     """Upper-case non-ASCII letters find their lower-case forms."""
-    async with db.unit_of_work() as uow:
-        stored = await uow.messages.append(
-            NewMessage(
-                conversation_id=world.conversation.id,
-                sender_id=world.member.user_id,
-                content="Notre école ouvre à Paris",
-            )
-        )
-    assert await search(db, world.member, "ÉCOLE") == [stored.message.id]
-    assert await search(db, world.member, "À") == [stored.message.id]
+    stored_id = await store(db, world, "Notre école ouvre à Paris")
+    assert await search(db, world.member, "ÉCOLE") == [stored_id]
+    assert await search(db, world.member, "À") == [stored_id]
