@@ -73,6 +73,9 @@ class MessagePipeline:
         self._writer: asyncio.Task[None] | None = None
         self._idle = asyncio.Event()
         self._idle.set()
+        # Clear from the start of a batch's commit until its acks and deliveries have run.
+        self._settled = asyncio.Event()
+        self._settled.set()
         self.stored_messages = 0
         self.committed_batches = 0
 
@@ -100,6 +103,15 @@ class MessagePipeline:
                 return False
             await asyncio.sleep(0.01)
         return True
+
+    async def settled(self) -> None:
+        """Wait until no committed batch still has acks or deliveries to run.
+
+        A database read that may have seen a batch's rows waits on this before it uses them, so a
+        gap fill never sends a sender's own message before the sender's ack.
+        """
+        while not self._settled.is_set():
+            await self._settled.wait()
 
     async def enqueue(self, message: NewMessage, on_done: Completion) -> None:
         """Queue a message; waits while the queue is full, so a fast sender slows to the store's pace."""
@@ -158,6 +170,13 @@ class MessagePipeline:
                 batch.append(queue.get_nowait())
 
     async def _store(self, batch: list[tuple[NewMessage, Completion]]) -> None:
+        self._settled.clear()
+        try:
+            await self._store_and_complete(batch)
+        finally:
+            self._settled.set()
+
+    async def _store_and_complete(self, batch: list[tuple[NewMessage, Completion]]) -> None:
         messages = [message for message, _ in batch]
         results = await self._append_with_retry(messages)
         if isinstance(results, Exception):

@@ -8,9 +8,11 @@ open sockets with 1012 before the application could drain).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib.util
 import logging
 import re
+from collections.abc import Iterator
 from types import FrameType
 from typing import Any
 
@@ -52,6 +54,16 @@ class DrainingServer(uvicorn.Server):
         self._app = app
         self._grace_seconds = grace_seconds
         self._draining = False
+        self._drained = False
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        with super().capture_signals():
+            yield
+            # uvicorn raises the captured signal again once it has stopped, so the process would
+            # die by SIGTERM. After a completed drain the shutdown is a normal exit with status 0.
+            if self._drained:
+                self._captured_signals.clear()
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         hub = getattr(self._app.state, "hub", None)
@@ -72,6 +84,7 @@ class DrainingServer(uvicorn.Server):
             state.hub.closing = True
             await state.pipeline.drain(self._grace_seconds * 0.6)
             await state.hub.shutdown(self._grace_seconds * 0.3)
+            self._drained = True
         except Exception:
             logger.exception("draining before shutdown failed; shutting down anyway")
         finally:

@@ -83,8 +83,12 @@ class Hub:
             return await uow.conversations.get(user_id, conversation_id)
 
     async def read_after(self, conversation_id: uuid.UUID, after_seq: int, limit: int) -> list[Message]:
+        """Read stored messages for a gap fill, once this process has acked everything they include."""
         async with self.db.unit_of_work() as uow:
-            return await uow.messages.read_after(conversation_id, after_seq, limit)
+            messages = await uow.messages.read_after(conversation_id, after_seq, limit)
+        if self.pipeline is not None:
+            await self.pipeline.settled()
+        return messages
 
     # Events
 

@@ -79,8 +79,8 @@ class Subscription:
     def offer_ack(self, seq: int, frame: str) -> None:
         """Send this connection's ack for `seq` in the place of that seq's message frame."""
         if seq <= self.last_seq:
-            # NOTE: the seq went out already (a gap fill read it from the database before the
-            # writer returned); the sender still needs its ack, so it goes out after the message.
+            # Gap fills wait for the writer to finish its acks (MessagePipeline.settled), so the
+            # seq should not have gone out yet. If it did, the sender still needs its ack.
             self.connection.push(frame)
             return
         if self._fill_task is None and not self._held and seq == self.last_seq + 1:

@@ -7,6 +7,7 @@ socket in the background the way an asyncio client library does.
 from __future__ import annotations
 
 import socket
+import time
 
 from websockets.client import ClientProtocol
 from websockets.frames import Frame, Opcode
@@ -46,11 +47,19 @@ class RawClient:
         self.protocol.send_text(text.encode())
         self._flush()
 
-    def read_frames(self, timeout: float) -> tuple[list[str], int | None]:
-        """Read until the server closes: return the text frames received and the close code."""
-        self.sock.settimeout(timeout)
+    def read_frames(self, timeout: float, *, answer_pings: bool = True) -> tuple[list[str], int | None]:
+        """Read until the server closes: return the text frames received and the close code.
+
+        With `answer_pings` False the client reads pings but never sends the pongs, like a peer
+        whose process hung. Raises TimeoutError when the server has not closed within `timeout`.
+        """
+        deadline = time.monotonic() + timeout
         texts = [frame.data.decode() for frame in self._early_frames if isinstance(frame, Frame) and frame.opcode is Opcode.TEXT]
         while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError(f"the server did not close the connection within {timeout} s")
+            self.sock.settimeout(remaining)
             data = self.sock.recv(65536)
             if not data:
                 self.protocol.receive_eof()
@@ -59,7 +68,10 @@ class RawClient:
             for event in self.protocol.events_received():
                 if isinstance(event, Frame) and event.opcode is Opcode.TEXT:
                     texts.append(event.data.decode())
-            self._flush()
+            if answer_pings:
+                self._flush()
+            else:
+                self.protocol.data_to_send()
             if self.protocol.close_rcvd is not None or not data:
                 code = self.protocol.close_rcvd.code if self.protocol.close_rcvd is not None else None
                 return texts, code
