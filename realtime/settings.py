@@ -62,7 +62,7 @@ class Settings(BaseSettings):
     # 0 turns the limit off.
     rate_limit_messages_per_second: float = Field(0, ge=0)
     # Seconds a graceful shutdown waits for in-flight writes and acks.
-    shutdown_grace_seconds: float = Field(8.0, ge=0, le=300)
+    shutdown_grace_seconds: float = Field(6.0, ge=0, le=300)
 
     @field_validator("database_url")
     @classmethod
