@@ -8,8 +8,9 @@ It seeds a fresh SQLite file with raw `sqlite3.executemany`, then measures in on
 - writes: a raw `sqlite3` `executemany` of 100 rows per commit, `append_batch` of the same
   kind of rows (100 per unit of work), and the naive path, one ORM unit of work per message.
   Write rounds alternate between the raw and the batch path so that both see the same database.
-- reads: a 50-message history page in a busy conversation and a user's first page of
-  conversations, each through a unit of work as the server calls them. It prints the median
+- reads: a 50-message history page in a busy conversation, a user's first page of
+  conversations and a search for a common word, each through a unit of work as the server
+  calls them. It prints the median
   and the 95th percentile.
 """
 
@@ -38,7 +39,12 @@ from persistence.database import Database
 from persistence.models import NewMessage
 from persistence.tables import ConversationRow, MessageRow
 
-WORDS = ["deploy", "build", "release", "review", "merge", "branch", "test", "failing", "green", "ticket", "sprint", "standup", "coffee", "lunch", "meeting", "roadmap", "design", "schema", "index", "query", "latency", "cache", "redis", "socket", "北京", "東京タワー", "ข้าวผัด", "مرحبا", "שלום", "customer", "invoice", "budget", "hiring", "launch"]
+WORDS = [
+    "deploy", "build", "release", "review", "merge", "branch", "test", "failing", "green",
+    "ticket", "sprint", "standup", "coffee", "lunch", "meeting", "roadmap", "design", "schema",
+    "index", "query", "latency", "cache", "redis", "socket", "北京", "東京タワー", "ข้าวผัด", "مرحبا",
+    "שלום", "customer", "invoice", "budget", "hiring", "launch",
+]
 
 SEED_CHUNK = 20_000
 WRITE_BATCH = 100
@@ -329,12 +335,19 @@ async def run(scale: Scale, folder: Path, rounds: int, seed_value: int) -> dict[
             async with db.unit_of_work() as uow:
                 await uow.conversations.list_for_user(rng.choice(seeded.user_ids), cursor=None, limit=50)
 
+        async def search_common_word() -> None:
+            async with db.unit_of_work() as uow:
+                await uow.messages.search(rng.choice(seeded.user_ids), "deploy", limit=50)
+
         history = await latencies_ms(history_page, 500)
         listing = await latencies_ms(conversation_list, 500)
+        searching = await latencies_ms(search_common_word, 100)
         results["history_median_ms"] = round(statistics.median(history), 2)
         results["history_p95_ms"] = round(percentile(history, 0.95), 2)
         results["list_median_ms"] = round(statistics.median(listing), 2)
         results["list_p95_ms"] = round(percentile(listing, 0.95), 2)
+        results["search_median_ms"] = round(statistics.median(searching), 2)
+        results["search_p95_ms"] = round(percentile(searching, 0.95), 2)
     return results
 
 
@@ -367,6 +380,7 @@ def main() -> None:
     print(f"| one ORM unit of work per message | {results['naive_orm_per_s']:,} messages/s |")
     print(f"| history page of 50, median / p95 | {results['history_median_ms']} / {results['history_p95_ms']} ms |")
     print(f"| first page of a user's conversations, median / p95 | {results['list_median_ms']} / {results['list_p95_ms']} ms |")
+    print(f"| search for a common word (in about 1 of 5 messages), median / p95 | {results['search_median_ms']} / {results['search_p95_ms']} ms |")
     if arguments.json:
         print(json.dumps(results))
 
