@@ -61,6 +61,9 @@ class Settings(BaseSettings):
     # Messages one connection may send per second (a token bucket with a burst of twice that);
     # 0 turns the limit off.
     rate_limit_messages_per_second: float = Field(0, ge=0)
+    # Whether WebSocket connections may negotiate permessage-deflate. Off by default: chat
+    # messages are short, and compressing each subscriber's copy costs more CPU than it saves.
+    ws_compression: bool = False
     # Seconds a graceful shutdown waits for in-flight writes and acks.
     shutdown_grace_seconds: float = Field(6.0, ge=0, le=300)
 
