@@ -35,6 +35,10 @@ class Database:
     through asyncpg; `connect_args` is passed to the driver (for example
     `{"server_settings": {"search_path": "my_schema"}}`).
 
+    `url` keeps the URL as given, password included, so never log it; `engine.url` prints
+    without the password. `echo=True` logs every statement with its parameters, message
+    content included, so it is for debugging only.
+
     NOTE: an in-memory SQLite database (`sqlite+aiosqlite://`) has one connection, shared by
     every unit of work, so it suits tests that run one unit of work at a time.
     """
@@ -116,7 +120,7 @@ class Database:
                 await self._upgrade_to_head()
                 return
             except OperationalError as exc:
-                if not sqlite.is_lock_error(exc) or attempt == 5:
+                if self.dialect != "sqlite" or not sqlite.is_lock_error(exc) or attempt == 5:
                     raise
                 logger.warning("database is locked while migrating; retry %d of 5", attempt)
                 await asyncio.sleep(0.2 * attempt)

@@ -104,15 +104,19 @@ class MessageRepository(Repository):
         connection = await self._write()
         try:
             if opens_transaction:
-                return await self._append_together(connection, batch)
-            async with connection.begin_nested():
-                return await self._append_together(connection, batch)
+                results = await self._append_together(connection, batch)
+            else:
+                async with connection.begin_nested():
+                    results = await self._append_together(connection, batch)
         except IntegrityError:
             logger.info("batch of %d messages hit a constraint; storing one by one", len(batch))
-        if opens_transaction:
-            await self._uow.rollback()
-            connection = await self._write()
-        return await self._append_one_by_one(connection, batch)
+            if opens_transaction:
+                await self._uow.rollback()
+                connection = await self._write()
+            results = await self._append_one_by_one(connection, batch)
+
+        self._log_failures(batch, results)
+        return results
 
     async def history(
         self,
@@ -464,6 +468,20 @@ class MessageRepository(Repository):
         }
 
     @staticmethod
+    def _log_failures(
+        batch: Sequence[NewMessage], results: list[AppendResult | PersistenceError]
+    ) -> None:
+        """Log each message of the batch that was not stored, with its ids and the reason."""
+        for message, result in zip(batch, results, strict=True):
+            if isinstance(result, PersistenceError):
+                logger.info(
+                    "message from sender %s to conversation %s not stored: %s",
+                    message.sender_id,
+                    message.conversation_id,
+                    result.detail,
+                )
+
+    @staticmethod
     def _resolve_repeats(
         results: list[AppendResult | PersistenceError | None], repeats: dict[int, int]
     ) -> list[AppendResult | PersistenceError]:
@@ -474,4 +492,6 @@ class MessageRepository(Repository):
                 results[index] = AppendResult.model_construct(message=outcome.message, created=False)
             else:
                 results[index] = outcome
+        if any(result is None for result in results):
+            raise RuntimeError("append_batch left a message without a result")
         return [result for result in results if result is not None]
