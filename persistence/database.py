@@ -13,7 +13,7 @@ from alembic.config import Config
 from sqlalchemy import text
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.exc import OperationalError
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from persistence import sqlite
 from persistence.unit_of_work import UnitOfWork
@@ -130,11 +130,20 @@ class Database:
             if self.dialect == "sqlite":
                 await connection.execution_options(**{sqlite.BEGIN_MODE_OPTION: "IMMEDIATE"})
             async with connection.begin():
-                if self.dialect == "postgresql":
-                    await connection.execute(
-                        text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY}
-                    )
-                await connection.run_sync(_run_alembic_upgrade)
+                await upgrade_in_transaction(connection)
+
+
+async def upgrade_in_transaction(connection: AsyncConnection) -> None:
+    """Apply the missing migrations inside the connection's open (write) transaction.
+
+    Both databases roll DDL back with the transaction, so a caller that fails later in the
+    same transaction leaves no trace of the migration either.
+    """
+    if connection.dialect.name == "postgresql":
+        await connection.execute(
+            text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY}
+        )
+    await connection.run_sync(_run_alembic_upgrade)
 
 
 def alembic_config(connection: Connection | None = None) -> Config:

@@ -23,7 +23,7 @@ from sqlalchemy.types import String, Text, Uuid
 from tqdm import tqdm
 
 from persistence.columns import MetadataJSON, UtcDateTime, load_metadata
-from persistence.database import Database
+from persistence.database import Database, upgrade_in_transaction
 from persistence.errors import InvalidError
 from persistence.tables import TABLES_IN_DEPENDENCY_ORDER
 
@@ -84,18 +84,18 @@ async def import_database(
 ) -> int:
     """Load an export into `db`, which must hold no rows; returns the number of rows loaded.
 
-    Migrates `db` first. Rows are inserted in batches of `batch_size` inside one transaction,
-    so a malformed line raises InvalidError("line N: ...") and leaves the database as it was.
-    `progress` shows a tqdm bar on stderr.
+    Migrates `db` and inserts the rows in batches of `batch_size`, all in one transaction. So a
+    malformed line raises InvalidError("line N: ...") and leaves the database as it was, without
+    the migration too. `progress` shows a tqdm bar on stderr.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, not {batch_size}")
     path = Path(path)
-    await db.migrate()
 
     loaded = 0
     async with db.unit_of_work() as uow:
         connection = await uow.connection(write=True)
+        await upgrade_in_transaction(connection)
         await _require_empty(connection)
 
         batch = _Batch()

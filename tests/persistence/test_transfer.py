@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, inspect, select
 
 from persistence.database import Database
 from persistence.errors import InvalidError
@@ -151,6 +151,7 @@ async def test_import_constraint_failure_names_lines(db, tmp_path):
     message_lines = [line for line in lines if '"table":"messages"' in line]
 
     async with Database(f"sqlite+aiosqlite:///{tmp_path / 'target.db'}") as target:
+        await target.migrate()
         path = tmp_path / "orphans.jsonl"
         path.write_text(lines[0] + "\n" + "\n".join(message_lines) + "\n", encoding="utf-8")
         with pytest.raises(InvalidError) as raised:
@@ -174,3 +175,17 @@ async def test_import_rejects_file_without_header(db, tmp_path):
     with pytest.raises(InvalidError) as raised:
         await import_database(db, path, progress=False)
     assert raised.value.detail.startswith("line 1:")
+
+
+async def test_failed_import_leaves_new_database_without_schema(database_factory, tmp_path):
+    """Into a database never migrated, a failed import leaves no tables behind either."""
+    path = tmp_path / "broken.jsonl"
+    path.write_text('{"format": "cortex-core-export", "version": 1}\n{"table": "users"\n', encoding="utf-8")
+    target = database_factory()
+
+    with pytest.raises(InvalidError):
+        await import_database(target, path, progress=False)
+
+    async with target.engine.connect() as connection:
+        tables = await connection.run_sync(lambda sync: inspect(sync).get_table_names())
+    assert tables == []
