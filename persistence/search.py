@@ -86,7 +86,7 @@ def sqlite_search(
     """Build the SQLite search for `words` among the messages that `scope` admits, newest first.
 
     `scan` reads the messages in scope and tests each word on them, which is fastest when the
-    scope holds few messages. Otherwise the FTS5 index drives the search from the newest match
+    scope contains few messages. Otherwise the FTS5 index drives the search from the newest match
     down, and it stops at `limit` matches in scope. A query with no word of three or more
     characters has nothing for the index to look up, so it always scans.
     """
@@ -107,7 +107,7 @@ def sqlite_search(
             scope,
             *(_casefold_contains(word) for word in short),
         )
-        # FTS5 walks its index in rowid order itself, so no sort step holds every match.
+        # FTS5 walks its index in rowid order itself, so no sort step collects every match.
         .order_by(MESSAGES_FTS.c.rowid.desc())
         .limit(limit)
     )
