@@ -42,7 +42,7 @@ MESSAGE_COLUMNS = (
 IdempotencyKey = tuple[uuid.UUID, str]
 
 # Up to this many messages in the searched conversations, SQLite search reads them all and tests
-# the words on each (a few milliseconds per thousand messages); above it, the FTS5 index leads.
+# the words on each. Above it, the FTS5 index leads the search.
 SEARCH_SCAN_MAX_MESSAGES = 20_000
 
 SQLITE_INSERT = (
@@ -91,9 +91,9 @@ class MessageRepository(Repository):
         A `client_msg_id` that the sender already used, earlier in the database or earlier in
         this batch, returns that first message with `created=False` and stores nothing. A
         message whose conversation does not exist gets NotFoundError, and the others are stored.
-        When the batch insert breaks a constraint (a concurrent writer used the same
-        `client_msg_id`, or the sender does not exist), it is undone and the batch is stored one
-        message at a time under savepoints, so only the offending message fails.
+        The batch insert can break a constraint: a concurrent writer used the same
+        `client_msg_id`, or the sender does not exist. Then it is undone and the batch is stored
+        one message at a time under savepoints, so only the offending message fails.
         """
         if not batch:
             return []
