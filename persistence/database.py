@@ -89,9 +89,13 @@ class Database:
     ) -> None:
         await self.dispose()
 
-    def unit_of_work(self) -> UnitOfWork:
-        """Start a unit of work: `async with db.unit_of_work() as uow: ...`."""
-        return UnitOfWork(self.engine)
+    def unit_of_work(self, *, write: bool = False) -> UnitOfWork:
+        """Start a unit of work: `async with db.unit_of_work() as uow: ...`.
+
+        `write=True` declares that it will write after reading, which matters on SQLite only
+        (see UnitOfWork).
+        """
+        return UnitOfWork(self.engine, write=write)
 
     async def ping(self) -> None:
         """Run `SELECT 1`. Raises the driver's error when the database cannot be reached."""

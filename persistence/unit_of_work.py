@@ -31,15 +31,17 @@ class UnitOfWork:
     every repository of one unit of work reads and writes in one transaction. After `commit()`
     or `rollback()` the next statement starts a new transaction on the same connection.
 
-    On SQLite, a transaction whose first statement writes starts with BEGIN IMMEDIATE, so it
-    waits for the write lock at the start instead of failing later on a lock upgrade.
-    NOTE: a unit of work that reads first and writes later starts DEFERRED; under heavy
-    contention from another process its first write can fail with "database is locked".
+    On SQLite, a transaction whose first repository call writes starts with BEGIN IMMEDIATE, so
+    it waits for the write lock at the start instead of failing later on a lock upgrade. Pass
+    `write=True` for a unit of work that reads first and writes later, so that it starts the
+    same way. Otherwise it starts DEFERRED, and under contention from another process its first
+    write can fail with "database is locked".
     """
 
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, *, write: bool = False) -> None:
         self._engine = engine
         self._dialect = engine.dialect.name
+        self._write_intent = write
         self._connection: AsyncConnection | None = None
         self._transaction: AsyncTransaction | None = None
 
@@ -81,7 +83,7 @@ class UnitOfWork:
         if self._connection is None:
             self._connection = await self._engine.connect()
         if self._transaction is None or not self._transaction.is_active:
-            await self._begin(write)
+            await self._begin(write or self._write_intent)
         return self._connection
 
     async def commit(self) -> None:

@@ -7,6 +7,7 @@ import sqlite3
 import textwrap
 import threading
 import time
+import uuid
 
 import pytest
 from sqlalchemy import text
@@ -121,3 +122,22 @@ async def test_write_waits_out_a_held_lock(tmp_path, monkeypatch, caplog):
         async with db.unit_of_work() as uow:
             assert (await uow.users.get(user.user_id)).name == "Ann"
     assert any("retry 1 of" in record.getMessage() for record in caplog.records)
+
+
+async def test_write_intent_begins_immediate(tmp_path):
+    """A unit of work declared as writing holds the write lock from its first read."""
+    async with Database(f"sqlite+aiosqlite:///{tmp_path / 'intent.db'}") as db:
+        await db.migrate()
+        async with db.unit_of_work(write=True) as uow:
+            await uow.users.get_or_none(uuid.uuid4())
+            other = sqlite3.connect(tmp_path / "intent.db", timeout=0, isolation_level=None)
+            with pytest.raises(sqlite3.OperationalError, match="locked"):
+                other.execute("BEGIN IMMEDIATE")
+            other.close()
+
+        async with db.unit_of_work() as uow:
+            await uow.users.get_or_none(uuid.uuid4())
+            other = sqlite3.connect(tmp_path / "intent.db", timeout=0, isolation_level=None)
+            other.execute("BEGIN IMMEDIATE")
+            other.execute("ROLLBACK")
+            other.close()
