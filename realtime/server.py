@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import importlib.util
 import logging
 import re
@@ -17,6 +18,7 @@ from types import FrameType
 from typing import Any
 
 import uvicorn
+import uvicorn.config
 from litestar import Litestar
 
 from realtime.app import create_app
@@ -123,6 +125,19 @@ def run(settings: Settings, *, host: str, port: int) -> None:
     server.run()
 
 
+def redacting_log_config() -> dict[str, Any]:
+    """Return uvicorn's logging configuration with RedactQueryCredentials on every handler.
+
+    Worker processes build their logging from this dictionary, so the logger filters that
+    install_log_redaction adds in the supervisor process never reach them.
+    """
+    config = copy.deepcopy(uvicorn.config.LOGGING_CONFIG)
+    config["filters"] = {"redact_query_credentials": {"()": f"{__name__}.RedactQueryCredentials"}}
+    for handler in config["handlers"].values():
+        handler["filters"] = ["redact_query_credentials"]
+    return config
+
+
 def run_workers(settings: Settings, *, host: str, port: int, workers: int) -> None:
     """Serve with several worker processes under uvicorn's supervisor (needs Redis).
 
@@ -137,6 +152,7 @@ def run_workers(settings: Settings, *, host: str, port: int, workers: int) -> No
         host=host,
         port=port,
         workers=workers,
+        log_config=redacting_log_config(),
         **uvicorn_options(settings),
     )
 
