@@ -98,7 +98,8 @@ def measure_target(spec: TargetSpec, shape: LoadShape, args: argparse.Namespace,
         for rate in sweep_rates(args):
             step = step_at(rate)
             if not step.held and args.sweep:
-                # On a shared machine one stall elsewhere can fail a step, so a rate fails only twice.
+                # On a shared machine one stall elsewhere can fail a step, so a rate counts as
+                # failed only when a second step at it fails too.
                 time.sleep(SETTLE_SECONDS)
                 step = step_at(rate)
             if not step.held:

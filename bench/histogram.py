@@ -1,7 +1,7 @@
 """A mergeable latency histogram with about 2% relative precision, cheap enough for the hot loop.
 
 Load-generator processes record microsecond latencies into buckets and send the bucket counts to
-the orchestrator, which merges them; nobody has to ship millions of raw samples between processes.
+the orchestrator, which merges them, so no process ships millions of raw samples to another.
 """
 
 from __future__ import annotations

@@ -46,7 +46,7 @@ HANDSHAKE_TIMEOUT_SECONDS = 15.0
 SEND_TICK_SECONDS = 0.002
 # Error frames kept verbatim for the report; the rest are only counted.
 ERROR_SAMPLES_MAX = 5
-# Longest an idle plan keeps its connections open without a STOP command.
+# Maximum seconds an idle plan keeps its connections open without a STOP command.
 IDLE_HOLD_MAX_SECONDS = 600.0
 
 
@@ -300,7 +300,7 @@ class SocketIOClient(Client):
 
     async def on_other_frame(self, frame: str) -> None:
         if frame == "2":
-            await self.ws.send_str("3")  # Engine.IO heartbeat: answer a ping with a pong
+            await self.ws.send_str("3")  # Engine.IO heartbeat: reply to a ping with a pong
 
 
 CLIENT_CLASSES: dict[str, type[Client]] = {
@@ -326,7 +326,7 @@ async def open_clients(
 ) -> list[str]:
     """Open every client with bounded concurrency; return the errors of those that failed.
 
-    Each client starts reading as soon as it is open, because aiohttp answers the server's pings
+    Each client starts reading as soon as it is open, because aiohttp replies to the server's pings
     only while `receive` runs, and opening thousands of clients takes longer than the server waits.
     """
     gate = asyncio.Semaphore(CONNECT_CONCURRENCY)

@@ -130,7 +130,7 @@ def wait_for_http(process: ManagedProcess, url: str, timeout: float = START_TIME
         except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
             pass
         time.sleep(0.1)
-    raise RuntimeError(f"{process.name} did not answer {url} within {timeout:.0f} s; see {process.log_path}:\n{process.log_tail()}")
+    raise RuntimeError(f"{process.name} did not respond with 200 at {url} within {timeout:.0f} s; see {process.log_path}:\n{process.log_tail()}")
 
 
 def wait_for_port(process: ManagedProcess, port: int, timeout: float = START_TIMEOUT_SECONDS) -> None:
@@ -202,5 +202,5 @@ def read_resources(processes: Sequence[ManagedProcess]) -> ResourceReading:
 
 
 def python_command(*arguments: str) -> list[str]:
-    """A command that runs this interpreter, so children use the same virtual environment."""
+    """Return a command that runs this interpreter, so children use the same virtual environment."""
     return [sys.executable, *arguments]

@@ -1,8 +1,9 @@
 """Run one load step against a running target with several load-generator processes.
 
-A step: write one plan per load generator, start them, wait until every client is connected and
-subscribed, start them all at one instant, read the servers' CPU time at the start and end of the
-measured window, collect each generator's counters and merge them into a StepResult.
+A step writes one plan per load generator, starts them and waits until every client is connected
+and subscribed. Then it starts them all at one instant and reads the servers' CPU time at the
+start and end of the measured window. Last, it collects each generator's counters and merges them
+into a StepResult.
 """
 
 from __future__ import annotations
@@ -87,8 +88,8 @@ async def read_prefixed_line(process: asyncio.subprocess.Process, prefix: str, t
 async def run_step(target: RunningTarget, shape: LoadShape, rate: float, work_dir: Path) -> StepResult:
     plan = shape.room_plan()
     specs = target.client_specs(plan)
-    # The users persist across the steps of a sweep, so client_msg_ids carry a per-step prefix;
-    # a repeated one would be acknowledged as a duplicate and neither stored nor delivered again.
+    # The users persist across the steps of a sweep, so client_msg_ids carry a per-step prefix.
+    # Cortex Core acks a repeated one as a duplicate and neither stores nor delivers it again.
     run_id = uuid.uuid4().hex[:8]
     for spec in specs:
         spec["run"] = run_id

@@ -2,8 +2,8 @@
 
 A target is named ``KIND[:PROCESSES[:STORE]]``, for example ``cortex:1:sqlite``,
 ``cortex:2:postgres``, ``ceiling:2``, ``socketio:2`` or ``channels:2``. Each target starts its
-server processes (and a private Redis when it has more than one process, or always for the peers
-that need one), prepares rooms for a set of clients, and returns one client spec per client for
+server processes, with a private Redis when it has more than one process or is a peer that
+needs one. It prepares rooms for a set of clients and returns one client spec per client for
 the load generators. Clients are spread round-robin over the processes, so with two processes
 every room has members on both and every message crosses Redis.
 """
@@ -59,17 +59,23 @@ class TargetSpec:
         kind = parts[0]
         if kind not in KINDS:
             raise ValueError(f"unknown target kind {kind!r}; expected one of {', '.join(KINDS)}")
-        try:
-            processes = int(parts[1]) if len(parts) > 1 else (1 if kind in ("cortex", "ceiling") else 2)
-        except ValueError:
-            raise ValueError(f"target {text!r}: the process count must be an integer") from None
+        # Cortex Core and the ceiling default to one process; the peers need Redis and run two.
+        processes = 1 if kind in ("cortex", "ceiling") else 2
+        if len(parts) > 1:
+            try:
+                processes = int(parts[1])
+            except ValueError:
+                raise ValueError(f"target {text!r}: the process count must be an integer") from None
         if not 1 <= processes <= 8:
             raise ValueError(f"target {text!r}: the process count must be 1 to 8")
         if kind != "cortex":
             if len(parts) > 2:
                 raise ValueError(f"target {text!r}: only cortex targets take a store")
             return cls(kind, processes)
-        store = parts[2] if len(parts) > 2 else ("sqlite" if processes == 1 else "postgres")
+        # The documented default: SQLite for one instance, PostgreSQL for several.
+        store = "sqlite" if processes == 1 else "postgres"
+        if len(parts) > 2:
+            store = parts[2]
         if store not in STORES:
             raise ValueError(f"target {text!r}: unknown store {store!r}; expected sqlite or postgres")
         return cls(kind, processes, store)
@@ -77,7 +83,7 @@ class TargetSpec:
 
 @dataclass
 class RoomPlan:
-    """Which clients exist, which room each is in and whether it sends."""
+    """The assignment of clients to rooms, and of the sender role within each room."""
 
     clients: int
     rooms: int

@@ -1,7 +1,7 @@
 """The ceiling: a minimal broadcast server on Cortex Core's stack, with no auth and no storage.
 
 Raw ASGI under uvicorn with exactly Cortex Core's uvicorn options. It speaks the subset of Cortex
-Core's WebSocket protocol that the load generator uses (``subscribe`` then ``send``, answered by
+Core's WebSocket protocol that the load generator uses (``subscribe`` then ``send``, replied to with
 ``subscribed``, ``ack`` and ``message``), keeps rooms in memory, serializes each message once and
 sends the same text to every member. With ``--redis-url`` several processes share rooms over one
 Redis pub/sub channel, and publishes are batched into one pipelined round trip.

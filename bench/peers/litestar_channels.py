@@ -3,7 +3,7 @@
 Receiving uses the WebSocket handlers that the plugin generates (``/rooms/{channel_name}``): each
 streams its channel's events to the socket and reads nothing from it. Sending uses one more route,
 ``/publish``, that takes the same ``send`` frame as Cortex Core, builds the message frame once,
-publishes it to the room's channel and answers with an ack. The generated handlers also send a
+publishes it to the room's channel and replies with an ack. The generated handlers also send a
 message back to its sender; the load generator ignores that echo and counts the ack instead. No
 auth and no storage, like the ceiling.
 
@@ -18,7 +18,7 @@ from litestar.channels import ChannelsPlugin
 from litestar.channels.backends.redis import RedisChannelsPubSubBackend
 from redis.asyncio import Redis
 
-# A channel nobody publishes to, subscribed at start-up only to open the PubSub connection.
+# A channel that carries no messages, subscribed at start-up only to open the PubSub connection.
 STARTUP_CHANNEL = "bench-startup"
 
 _decode = msgspec.json.Decoder().decode
