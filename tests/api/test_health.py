@@ -2,6 +2,14 @@
 
 from __future__ import annotations
 
+import pytest
+from litestar.testing import AsyncTestClient
+
+from realtime.app import create_app
+from realtime.settings import load_settings
+from tests.api.helpers import JWT_SECRET
+from tests.support.services import require_redis
+
 
 async def test_health_without_credentials_returns_200(client):
     response = await client.get("/health")
@@ -46,12 +54,6 @@ async def test_openapi_document_served_without_credentials(client):
 
 
 async def test_ready_with_redis_unreachable_returns_503(tmp_path, unused_tcp_port):
-    from litestar.testing import AsyncTestClient
-
-    from realtime.app import create_app
-    from realtime.settings import load_settings
-    from tests.api.helpers import JWT_SECRET
-
     settings = load_settings(
         database_url=f"sqlite+aiosqlite:///{tmp_path}/ready.db",
         jwt_secret=JWT_SECRET,
@@ -63,3 +65,15 @@ async def test_ready_with_redis_unreachable_returns_503(tmp_path, unused_tcp_por
     assert response.status_code == 503
     assert response.json()["checks"]["broker"] == "failed"
     assert str(unused_tcp_port) not in response.json()["detail"]
+
+
+@pytest.mark.redis
+async def test_ready_with_redis_up_returns_200(tmp_path):
+    settings = load_settings(
+        database_url=f"sqlite+aiosqlite:///{tmp_path}/ready.db", jwt_secret=JWT_SECRET, redis_url=require_redis()
+    )
+    async with AsyncTestClient(app=create_app(settings)) as client:
+        response = await client.get("/ready")
+
+    assert response.status_code == 200
+    assert response.json()["checks"] == {"database": "ok", "broker": "ok"}
