@@ -7,11 +7,11 @@ from typing import Any
 
 from litestar import Controller, Request, delete, get, post
 from litestar.datastructures import State
-from litestar.params import FromPath, JSONBody
+from litestar.params import JSONBody
 from litestar.exceptions import NotAuthorizedException, PermissionDeniedException
 
 from persistence.models import User
-from realtime.api.params import parse_id
+from realtime.api.params import IdPath, parse_id
 from realtime.api.schemas import (
     ApiKeyCreated,
     ApiKeyCreateRequest,
@@ -90,7 +90,7 @@ class AuthController(Controller):
         return ApiKeyList(items=[ApiKeyView.of(key) for key in keys])
 
     @delete("/api-keys/{key_id:str}", summary="Revoke an API key; it fails from its next request on")
-    async def revoke_api_key(self, request: Request[User, Any, State], state: State, key_id: FromPath[str]) -> None:
+    async def revoke_api_key(self, request: Request[User, Any, State], state: State, key_id: IdPath) -> None:
         parsed_id = parse_id(key_id, "key_id")
         async with state.db.unit_of_work() as uow:
             await uow.credentials.revoke_api_key(request.user.user_id, parsed_id)

@@ -12,10 +12,10 @@ from typing import Any
 
 from litestar import Controller, Request, delete, get, patch, put
 from litestar.datastructures import State
-from litestar.params import FromPath, JSONBody
+from litestar.params import JSONBody
 
 from persistence.models import User
-from realtime.api.params import DEFAULT_PAGE_SIZE, PageCursor, PageLimit, clamp_limit, parse_id
+from realtime.api.params import DEFAULT_PAGE_SIZE, IdPath, PageCursor, PageLimit, clamp_limit, parse_id
 from realtime.api.schemas import ConversationList, ConversationUpdateRequest, ConversationView
 
 logger = logging.getLogger(__name__)
@@ -61,7 +61,7 @@ class ConversationController(Controller):
 
     @get("/{conversation_id:str}", summary="One conversation (participants and the workspace owner)")
     async def get_conversation(
-        self, request: Request[User, Any, State], state: State, conversation_id: FromPath[str]
+        self, request: Request[User, Any, State], state: State, conversation_id: IdPath
     ) -> ConversationView:
         async with state.db.unit_of_work() as uow:
             conversation = await uow.conversations.get(
@@ -71,7 +71,7 @@ class ConversationController(Controller):
 
     @patch("/{conversation_id:str}", summary="Change topic or metadata (workspace owner only)")
     async def update_conversation(
-        self, request: Request[User, Any, State], state: State, conversation_id: FromPath[str], data: JSONBody[ConversationUpdateRequest]
+        self, request: Request[User, Any, State], state: State, conversation_id: IdPath, data: JSONBody[ConversationUpdateRequest]
     ) -> ConversationView:
         async with state.db.unit_of_work() as uow:
             conversation = await uow.conversations.update(
@@ -83,7 +83,7 @@ class ConversationController(Controller):
         return ConversationView.of(conversation)
 
     @delete("/{conversation_id:str}", summary="Delete a conversation and its messages (workspace owner only)")
-    async def delete_conversation(self, request: Request[User, Any, State], state: State, conversation_id: FromPath[str]) -> None:
+    async def delete_conversation(self, request: Request[User, Any, State], state: State, conversation_id: IdPath) -> None:
         parsed_id = parse_id(conversation_id, "conversation_id")
         async with state.db.unit_of_work() as uow:
             await uow.conversations.delete(request.user.user_id, parsed_id)
@@ -91,7 +91,7 @@ class ConversationController(Controller):
 
     @put("/{conversation_id:str}/participants/{user_id:str}", summary="Add a participant (workspace owner only)")
     async def add_participant(
-        self, request: Request[User, Any, State], state: State, conversation_id: FromPath[str], user_id: FromPath[str]
+        self, request: Request[User, Any, State], state: State, conversation_id: IdPath, user_id: IdPath
     ) -> ConversationView:
         async with state.db.unit_of_work() as uow:
             conversation = await uow.conversations.add_participant(
@@ -104,7 +104,7 @@ class ConversationController(Controller):
         summary="Remove a participant (workspace owner, or the participant themself); the last one cannot go",
     )
     async def remove_participant(
-        self, request: Request[User, Any, State], state: State, conversation_id: FromPath[str], user_id: FromPath[str]
+        self, request: Request[User, Any, State], state: State, conversation_id: IdPath, user_id: IdPath
     ) -> None:
         parsed_conversation_id = parse_id(conversation_id, "conversation_id")
         parsed_user_id = parse_id(user_id, "user_id")

@@ -6,12 +6,13 @@ from typing import Annotated, Any
 
 from litestar import Controller, Request, Response, get, post
 from litestar.datastructures import State
-from litestar.params import FromPath, JSONBody, QueryParameter
+from litestar.openapi import ResponseSpec
+from litestar.params import JSONBody, QueryParameter
 from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED
 
 from persistence.models import NewMessage, User
 from realtime.api.errors import BadRequestError, UnprocessableError
-from realtime.api.params import DEFAULT_PAGE_SIZE, PageLimit, clamp_limit, parse_id
+from realtime.api.params import DEFAULT_PAGE_SIZE, IdPath, PageLimit, clamp_limit, parse_id
 from realtime.api.schemas import MessageCreateRequest, MessageHistory, MessageView
 from realtime.gateway.connection import MAX_METADATA_BYTES
 from realtime.wire import encode_json
@@ -24,9 +25,14 @@ class MessageController(Controller):
     @post(
         "/",
         summary="Post a message; a repeated client_msg_id returns the first message with 200",
+        responses={
+            HTTP_200_OK: ResponseSpec(
+                data_container=MessageView, description="The message stored first under this client_msg_id"
+            )
+        },
     )
     async def post_message(
-        self, request: Request[User, Any, State], state: State, conversation_id: FromPath[str], data: JSONBody[MessageCreateRequest]
+        self, request: Request[User, Any, State], state: State, conversation_id: IdPath, data: JSONBody[MessageCreateRequest]
     ) -> Response[MessageView]:
         parsed_id = parse_id(conversation_id, "conversation_id")
         max_chars = state.settings.max_message_chars
@@ -64,7 +70,7 @@ class MessageController(Controller):
         self,
         request: Request[User, Any, State],
         state: State,
-        conversation_id: FromPath[str],
+        conversation_id: IdPath,
         after_seq: Annotated[int | None, QueryParameter(name="after_seq", ge=0, description="Messages with a larger seq")] = None,
         before_seq: Annotated[
             int | None, QueryParameter(name="before_seq", ge=1, description="The messages just below this seq")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from litestar.params import QueryParameter
+from litestar.params import PathParameter, QueryParameter
 
 from realtime.api.errors import BadRequestError
 
@@ -21,6 +21,9 @@ PageLimit = Annotated[
         description=f"Page size, default {DEFAULT_PAGE_SIZE}; values above {MAX_PAGE_SIZE} are clamped.",
     ),
 ]
+# A path id. It is declared as a string and parsed by parse_id, because Litestar responds to a
+# failed typed path parameter with 404, and a malformed id must get 400.
+IdPath = Annotated[str, PathParameter(format="uuid", description="A UUID; any other value gets 400.")]
 PageCursor = Annotated[
     str | None,
     QueryParameter(name="cursor", description="The next_cursor of the previous page.", max_length=1000),
@@ -32,11 +35,7 @@ def clamp_limit(limit: int) -> int:
 
 
 def parse_id(value: str, name: str) -> uuid.UUID:
-    """Parse a path id; a value that is not a UUID is a malformed request (400), not a missing object.
-
-    Path ids are declared as strings because Litestar responds to a failed typed path parameter
-    with 404.
-    """
+    """Parse a path id; a value that is not a UUID is a malformed request (400), not a missing object."""
     try:
         return uuid.UUID(value)
     except ValueError:

@@ -7,11 +7,19 @@ from typing import TYPE_CHECKING, Any
 
 from litestar import Controller, Request, delete, get, patch, post
 from litestar.datastructures import State
-from litestar.params import FromPath, JSONBody
+from litestar.params import JSONBody
 
 from persistence.models import User
 from realtime.api.conversations import notify_conversation_deleted
-from realtime.api.params import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, PageCursor, PageLimit, clamp_limit, parse_id
+from realtime.api.params import (
+    DEFAULT_PAGE_SIZE,
+    MAX_PAGE_SIZE,
+    IdPath,
+    PageCursor,
+    PageLimit,
+    clamp_limit,
+    parse_id,
+)
 from realtime.api.schemas import (
     ConversationCreateRequest,
     ConversationList,
@@ -53,14 +61,14 @@ class WorkspaceController(Controller):
         return WorkspaceList(items=[WorkspaceView.of(item) for item in page.items], next_cursor=page.next_cursor)
 
     @get("/{workspace_id:str}", summary="One workspace (owner only)")
-    async def get_workspace(self, request: Request[User, Any, State], state: State, workspace_id: FromPath[str]) -> WorkspaceView:
+    async def get_workspace(self, request: Request[User, Any, State], state: State, workspace_id: IdPath) -> WorkspaceView:
         async with state.db.unit_of_work() as uow:
             workspace = await uow.workspaces.get(request.user.user_id, parse_id(workspace_id, "workspace_id"))
         return WorkspaceView.of(workspace)
 
     @patch("/{workspace_id:str}", summary="Change name, description or metadata (owner only)")
     async def update_workspace(
-        self, request: Request[User, Any, State], state: State, workspace_id: FromPath[str], data: JSONBody[WorkspaceUpdateRequest]
+        self, request: Request[User, Any, State], state: State, workspace_id: IdPath, data: JSONBody[WorkspaceUpdateRequest]
     ) -> WorkspaceView:
         async with state.db.unit_of_work() as uow:
             workspace = await uow.workspaces.update(
@@ -73,7 +81,7 @@ class WorkspaceController(Controller):
         return WorkspaceView.of(workspace)
 
     @delete("/{workspace_id:str}", summary="Delete a workspace with its conversations and messages (owner only)")
-    async def delete_workspace(self, request: Request[User, Any, State], state: State, workspace_id: FromPath[str]) -> None:
+    async def delete_workspace(self, request: Request[User, Any, State], state: State, workspace_id: IdPath) -> None:
         actor_id = request.user.user_id
         parsed_id = parse_id(workspace_id, "workspace_id")
         async with state.db.unit_of_work() as uow:
@@ -86,7 +94,7 @@ class WorkspaceController(Controller):
 
     @post("/{workspace_id:str}/conversations", summary="Create a conversation (workspace owner only)")
     async def create_conversation(
-        self, request: Request[User, Any, State], state: State, workspace_id: FromPath[str], data: JSONBody[ConversationCreateRequest]
+        self, request: Request[User, Any, State], state: State, workspace_id: IdPath, data: JSONBody[ConversationCreateRequest]
     ) -> ConversationView:
         async with state.db.unit_of_work() as uow:
             conversation = await uow.conversations.create(
@@ -103,7 +111,7 @@ class WorkspaceController(Controller):
         self,
         request: Request[User, Any, State],
         state: State,
-        workspace_id: FromPath[str],
+        workspace_id: IdPath,
         cursor: PageCursor = None,
         limit: PageLimit = DEFAULT_PAGE_SIZE,
     ) -> ConversationList:
