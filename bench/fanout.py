@@ -53,8 +53,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--loadgens", type=int, default=2, help="load-generator processes (default 2)")
     parser.add_argument("--sweep", action="store_true", help="raise the rate step by step until a step no longer holds")
     parser.add_argument("--sweep-factor", type=float, default=1.5, help="rate multiplier between sweep steps (default 1.5)")
-    parser.add_argument("--sweep-steps", type=int, default=10, help="most rising sweep steps per target (default 10)")
+    parser.add_argument("--sweep-steps", type=int, default=16, help="maximum number of rising rates per target (default 16)")
+    parser.add_argument("--attempts", type=int, default=2, help="steps run at a rate before the sweep counts it as failed (default 2)")
     parser.add_argument("--json-out", type=Path, help="also write the JSON result to this file")
+    parser.add_argument("--profile", type=Path, metavar="DIR", help="write a py-spy flame graph (SVG) of every server process for every step into DIR")
     parser.add_argument("--keep-logs", type=Path, help="directory for server and load-generator logs (default: a temporary one)")
 
 
@@ -74,6 +76,8 @@ def validate(args: argparse.Namespace) -> list[TargetSpec]:
         raise ValueError("--rate, --duration and --loadgens must be positive")
     if not 1 <= args.sweep_steps <= 30 or args.sweep_factor <= 1:
         raise ValueError("--sweep-steps must be 1 to 30 and --sweep-factor above 1")
+    if not 1 <= args.attempts <= 5:
+        raise ValueError("--attempts must be 1 to 5")
     return specs
 
 
@@ -93,19 +97,23 @@ def measure_target(spec: TargetSpec, shape: LoadShape, args: argparse.Namespace,
         print(format_step(step), file=sys.stderr, flush=True)
         return step
 
+    def holds(rate: float) -> bool:
+        # On a shared machine one stall elsewhere can fail a step, so a rate counts as failed
+        # only when every one of its attempts fails.
+        for attempt in range(args.attempts if args.sweep else 1):
+            if attempt:
+                time.sleep(SETTLE_SECONDS)
+            if step_at(rate).held:
+                return True
+        return False
+
     with running_target(spec, shape.room_plan(), log_dir=log_dir) as target:
         last_held: float | None = None
         for rate in sweep_rates(args):
-            step = step_at(rate)
-            if not step.held and args.sweep:
-                # On a shared machine one stall elsewhere can fail a step, so a rate counts as
-                # failed only when a second step at it fails too.
-                time.sleep(SETTLE_SECONDS)
-                step = step_at(rate)
-            if not step.held:
+            if not holds(rate):
                 if args.sweep and last_held is not None:
                     time.sleep(SETTLE_SECONDS)
-                    step_at(math.sqrt(last_held * rate))
+                    holds(math.sqrt(last_held * rate))
                 break
             last_held = rate
             time.sleep(SETTLE_SECONDS)
@@ -150,7 +158,11 @@ def render_summary(results: dict[str, list[StepResult]]) -> tuple[str, dict[str,
     best = {name: best_step(steps) for name, steps in results.items()}
     lines = [f"Highest held delivered rate (p99 delivery <= {HELD_P99_MS:g} ms, nothing missing, no errors):"]
     for name, step in best.items():
-        lines.append(f"  {name:<18} {'none held' if step is None else f'{step.delivered_per_second:>9.0f} msg/s at {step.rate:.0f} sent/s'}")
+        if step is None:
+            lines.append(f"  {name:<18} none held")
+            continue
+        note = "  (the last step held: raise --rate or --sweep-steps to find the limit)" if results[name][-1].held else ""
+        lines.append(f"  {name:<18} {step.delivered_per_second:>9.0f} msg/s at {step.rate:.0f} sent/s{note}")
 
     ratios: dict[str, Any] = {}
     cortex_names = [name for name in results if name.startswith("cortex")]
@@ -199,6 +211,7 @@ def run(args: argparse.Namespace) -> int:
         warmup=args.warmup,
         drain=args.drain,
         loadgens=args.loadgens,
+        profile_dir=args.profile,
     )
 
     with tempfile.TemporaryDirectory(prefix="cortex-bench-") as temporary:
@@ -220,7 +233,12 @@ def run(args: argparse.Namespace) -> int:
         "load": {key: getattr(args, key) for key in ("clients", "conversations", "senders", "rate", "size", "duration", "warmup", "drain", "loadgens", "sweep")},
         "seconds": round(time.monotonic() - started, 1),
         "targets": {
-            name: {"best": None if best_step(steps) is None else best_step(steps).to_json(), "steps": [step.to_json() for step in steps]}
+            name: {
+                "best": None if best_step(steps) is None else best_step(steps).to_json(),
+                # True when the last step held, so the limit lies above the highest rate run.
+                "limit_not_reached": steps[-1].held,
+                "steps": [step.to_json() for step in steps],
+            }
             for name, steps in results.items()
         },
         "ratios": ratios,

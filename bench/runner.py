@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shutil
+import sys
 import time
 import uuid
 from collections import Counter
@@ -40,6 +42,8 @@ class LoadShape:
     warmup: float
     drain: float
     loadgens: int
+    # Where to write a py-spy flame graph of every server process per step; None profiles nothing.
+    profile_dir: Path | None = None
 
     def room_plan(self) -> RoomPlan:
         return RoomPlan(self.clients, self.rooms, self.senders_per_room)
@@ -142,9 +146,12 @@ async def run_step(target: RunningTarget, shape: LoadShape, rate: float, work_di
         # Server CPU over the measured window only (after the warm-up, before the drain).
         window_start = start_us / 1e6 + shape.warmup
         await asyncio.sleep(max(0.0, window_start - time.monotonic()))
+        profilers = await start_profilers(target, shape, rate)
         before = read_resources(target.servers)
         await asyncio.sleep(shape.duration)
         after = read_resources(target.servers)
+        for profiler in profilers:
+            await asyncio.wait_for(profiler.wait(), 60)
 
         results = [
             json.loads(line)
@@ -169,6 +176,29 @@ async def run_step(target: RunningTarget, shape: LoadShape, rate: float, work_di
     stored = None if stored_before is None or stored_after is None else stored_after - stored_before
     cpu_percent = 100 * (after.cpu_seconds - before.cpu_seconds) / shape.duration
     return summarize(target, shape, plan, rate, results, failed_connections, cpu_percent, after.rss_bytes, stored)
+
+
+async def start_profilers(target: RunningTarget, shape: LoadShape, rate: float) -> list[asyncio.subprocess.Process]:
+    """Start py-spy on every server process for the measured window, when a profile is requested.
+
+    py-spy stops the process briefly for each sample (100 per second), so a profiled step runs a
+    little slower than an unprofiled one.
+    """
+    if shape.profile_dir is None:
+        return []
+    executable = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+    shape.profile_dir.mkdir(parents=True, exist_ok=True)
+    profilers = []
+    for index, server in enumerate(target.servers):
+        output = shape.profile_dir / f"{target.spec.name.replace(':', '-')}-rate{rate:.0f}-process{index}.svg"
+        profilers.append(
+            await asyncio.create_subprocess_exec(
+                executable, "record", "--pid", str(server.pid), "--duration", str(max(1, round(shape.duration))),
+                "--rate", "100", "--subprocesses", "--output", str(output),
+                stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+            )
+        )
+    return profilers
 
 
 def summarize(
