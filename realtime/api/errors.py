@@ -132,6 +132,12 @@ def handle_http_error(_: Request[Any, Any, Any], exc: HTTPException) -> Response
     return error_response(exc.status_code, exc.detail, headers=exc.headers)
 
 
+def handle_recursion_error(request: Request[Any, Any, Any], exc: RecursionError) -> Response[Any]:
+    """Return 400 for a JSON body nested deeper than the decoder's recursion limit."""
+    logger.warning("rejected %s %s: %s", request.method, request.url.path, exc)
+    return error_response(HTTP_400_BAD_REQUEST, "request body is nested too deeply to decode")
+
+
 def handle_unexpected_error(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
     logger.error(
         "unhandled error on %s %s", request.method, request.url.path, exc_info=(type(exc), exc, exc.__traceback__)
@@ -143,5 +149,7 @@ EXCEPTION_HANDLERS = {
     ValidationException: handle_validation_error,
     PersistenceError: handle_persistence_error,
     HTTPException: handle_http_error,
+    # msgspec, which Litestar decodes JSON with, raises RecursionError for very deep nesting.
+    RecursionError: handle_recursion_error,
     HTTP_500_INTERNAL_SERVER_ERROR: handle_unexpected_error,
 }

@@ -17,6 +17,9 @@ from realtime.api.schemas import MessageCreateRequest, MessageHistory, MessageVi
 from realtime.gateway.connection import MAX_METADATA_BYTES
 from realtime.wire import encode_json
 
+# Largest seq a query may name: the maximum of a signed 64-bit SQL integer, the column's type.
+MAX_SEQ = 2**63 - 1
+
 
 class MessageController(Controller):
     path = "/conversations/{conversation_id:str}/messages"
@@ -71,9 +74,12 @@ class MessageController(Controller):
         request: Request[User, Any, State],
         state: State,
         conversation_id: IdPath,
-        after_seq: Annotated[int | None, QueryParameter(name="after_seq", ge=0, description="Messages with a larger seq")] = None,
+        after_seq: Annotated[
+            int | None, QueryParameter(name="after_seq", ge=0, le=MAX_SEQ, description="Messages with a larger seq")
+        ] = None,
         before_seq: Annotated[
-            int | None, QueryParameter(name="before_seq", ge=1, description="The messages just below this seq")
+            int | None,
+            QueryParameter(name="before_seq", ge=1, le=MAX_SEQ, description="The messages just below this seq"),
         ] = None,
         limit: PageLimit = DEFAULT_PAGE_SIZE,
     ) -> MessageHistory:

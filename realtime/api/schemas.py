@@ -11,7 +11,7 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, EmailStr, Field, PlainSerializer, StringConstraints
+from pydantic import BaseModel, ConfigDict, EmailStr, Field, PlainSerializer, StringConstraints, field_validator
 
 from persistence.models import (
     ApiKey,
@@ -38,8 +38,29 @@ LoginPassword = Annotated[str, StringConstraints(max_length=MAX_PASSWORD_CHARS)]
 LoginEmail = Annotated[str, StringConstraints(max_length=320)]
 
 
+def _reject_nul(value: Any) -> None:
+    if isinstance(value, str):
+        if "\x00" in value:
+            raise ValueError("must not contain the NUL character (\\u0000)")
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _reject_nul(key)
+            _reject_nul(item)
+    elif isinstance(value, list):
+        for item in value:
+            _reject_nul(item)
+
+
 class RequestBody(BaseModel):
+    """Base of every request body. PostgreSQL cannot store NUL in text or JSON, so no field may contain it."""
+
     model_config = ConfigDict(extra="ignore")
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _check_no_nul(cls, value: Any) -> Any:
+        _reject_nul(value)
+        return value
 
 
 # --- users and authentication ---

@@ -18,6 +18,9 @@ async def find_users(
     state: State,
     email: Annotated[str, QueryParameter(name="email", min_length=1, max_length=320)],
 ) -> UserList:
+    # No stored email contains NUL, and PostgreSQL rejects it in a query parameter.
+    if "\x00" in email:
+        return UserList(items=[])
     async with state.db.unit_of_work() as uow:
         user = await uow.users.get_by_email(email)
     items = [user_view(user, request.user.user_id)] if user is not None else []

@@ -111,6 +111,21 @@ async def test_message_blank_content_returns_422(client, bob, conversation, cont
     assert response.json()["detail"].startswith("content:")
 
 
+@pytest.mark.parametrize(
+    "fields",
+    [
+        pytest.param({"content": "a\u0000b"}, id="content"),
+        pytest.param({"content": "ok", "metadata": {"note": "a\u0000b"}}, id="metadata-value"),
+        pytest.param({"content": "ok", "metadata": {"a\u0000b": 1}}, id="metadata-key"),
+    ],
+)
+async def test_message_nul_character_returns_422(client, bob, conversation, fields):
+    response = await client.post(f"/conversations/{conversation['id']}/messages", json=fields, headers=bob.headers)
+
+    assert response.status_code == 422
+    assert "NUL" in response.json()["detail"]
+
+
 async def test_message_content_not_string_returns_422(client, bob, conversation):
     response = await post(client, bob, conversation["id"], 42)
 
@@ -192,6 +207,28 @@ async def test_history_negative_after_seq_returns_400(client, bob, conversation)
 
     assert response.status_code == 400
     assert "after_seq" in response.json()["detail"]
+
+
+async def test_history_after_seq_beyond_64_bits_returns_400(client, bob, conversation):
+    response = await client.get(
+        f"/conversations/{conversation['id']}/messages", params={"after_seq": 2**64}, headers=bob.headers
+    )
+
+    assert response.status_code == 400
+    assert "after_seq" in response.json()["detail"]
+
+
+async def test_message_deeply_nested_metadata_returns_400(client, bob, conversation):
+    body = b'{"content": "x", "metadata": {"a": ' + b"[" * 5000 + b"]" * 5000 + b"}}"
+
+    response = await client.post(
+        f"/conversations/{conversation['id']}/messages",
+        content=body,
+        headers={**bob.headers, "Content-Type": "application/json"},
+    )
+
+    assert response.status_code == 400
+    assert "nested" in response.json()["detail"]
 
 
 async def test_history_by_outsider_returns_404(client, mallory, conversation):

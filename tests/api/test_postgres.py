@@ -53,6 +53,7 @@ async def test_postgres_user_journey_matches_sqlite_behaviour(postgres_client):
     created = await client.post(path, json={"content": "שלום, 世界", "client_msg_id": "pg-1"}, headers=bob.headers)
     repeated = await client.post(path, json={"content": "שלום, 世界", "client_msg_id": "pg-1"}, headers=bob.headers)
     second = await client.post(path, json={"content": "the quick brown fox"}, headers=alice.headers)
+    with_nul = await client.post(path, json={"content": "a\u0000b"}, headers=alice.headers)
     history = await client.get(path, params={"after_seq": 0}, headers=alice.headers)
     search = await client.get("/search/messages", params={"q": "fox"}, headers=bob.headers)
     last_participant = await client.delete(
@@ -65,6 +66,7 @@ async def test_postgres_user_journey_matches_sqlite_behaviour(postgres_client):
     assert repeated.status_code == 200
     assert repeated.json() == created.json()
     assert second.json()["seq"] == 2
+    assert with_nul.status_code == 422
     assert [item["content"] for item in history.json()["items"]] == ["שלום, 世界", "the quick brown fox"]
     assert [item["content"] for item in search.json()["items"]] == ["the quick brown fox"]
     assert last_participant.status_code == 204
