@@ -48,6 +48,16 @@ MAX_UNACKED_SENDS = 256
 MAX_METADATA_BYTES = 16 * 1024
 
 
+def _contains_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_contains_nul(key) or _contains_nul(item) for key, item in value.items())
+    if isinstance(value, list):
+        return any(_contains_nul(item) for item in value)
+    return False
+
+
 class Connection:
     """The server side of one authenticated WebSocket."""
 
@@ -341,6 +351,11 @@ class Connection:
         metadata = frame.metadata or {}
         if metadata and len(encode_json(metadata)) > MAX_METADATA_BYTES:
             raise FrameError(frames.INVALID, f"metadata is larger than {MAX_METADATA_BYTES} bytes of JSON", frame.ref)
+        # PostgreSQL cannot store U+0000 in text or JSON, and the failed insert would fail its batch.
+        if _contains_nul([content, frame.client_msg_id, metadata]):
+            raise FrameError(
+                frames.INVALID, "content, client_msg_id and metadata must not contain U+0000 (NUL)", frame.ref
+            )
         if not self._take_rate_token():
             raise FrameError(
                 frames.RATE_LIMITED,

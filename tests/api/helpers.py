@@ -2,12 +2,42 @@
 
 from __future__ import annotations
 
+import os
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+import asyncpg
 from litestar.testing import AsyncTestClient
 
+from tests.support.services import unavailable
+
 JWT_SECRET = "test-secret-for-the-api-suite-0123456789abcdef"
+
+# The PostgreSQL server and database to connect to first; tests create databases of their own there.
+POSTGRES_ADMIN_DSN = os.environ.get("CORTEX_TEST_POSTGRES_DSN", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+@asynccontextmanager
+async def temporary_postgres_database(prefix: str) -> AsyncIterator[str]:
+    """Create an empty PostgreSQL database, yield its SQLAlchemy URL, and drop it afterwards.
+
+    An unreachable server skips the test, or fails it under CI=true.
+    """
+    try:
+        admin = await asyncpg.connect(POSTGRES_ADMIN_DSN, timeout=5)
+    except (OSError, asyncpg.PostgresError) as error:
+        unavailable(f"PostgreSQL at {POSTGRES_ADMIN_DSN} is unreachable: {error!r}")
+    database = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    await admin.execute(f'CREATE DATABASE "{database}"')
+    try:
+        base = POSTGRES_ADMIN_DSN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://", 1)
+        yield f"{base}/{database}"
+    finally:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+        await admin.close()
 
 
 @dataclass

@@ -2,41 +2,23 @@
 
 from __future__ import annotations
 
-import os
-import uuid
 from collections.abc import AsyncIterator
 
-import asyncpg
 import pytest
 from litestar.testing import AsyncTestClient
 
 from realtime.app import create_app
 from realtime.settings import load_settings
-from tests.api.helpers import JWT_SECRET, create_conversation, create_workspace, register
-from tests.support.services import unavailable
+from tests.api.helpers import JWT_SECRET, create_conversation, create_workspace, register, temporary_postgres_database
 
 pytestmark = pytest.mark.postgres
 
-# The server and the database the test connects to first; it creates a database of its own there.
-ADMIN_DSN = os.environ.get("CORTEX_TEST_POSTGRES_DSN", "postgresql://postgres@127.0.0.1:5432/test")
-
-
 @pytest.fixture
 async def postgres_client() -> AsyncIterator[AsyncTestClient]:
-    try:
-        admin = await asyncpg.connect(ADMIN_DSN, timeout=5)
-    except (OSError, asyncpg.PostgresError) as error:
-        unavailable(f"PostgreSQL at {ADMIN_DSN} is unreachable: {error!r}")
-    database = f"cortex_api_{uuid.uuid4().hex[:12]}"
-    await admin.execute(f'CREATE DATABASE "{database}"')
-    try:
-        base = ADMIN_DSN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://", 1)
-        settings = load_settings(database_url=f"{base}/{database}", jwt_secret=JWT_SECRET)
+    async with temporary_postgres_database("cortex_api") as database_url:
+        settings = load_settings(database_url=database_url, jwt_secret=JWT_SECRET)
         async with AsyncTestClient(app=create_app(settings)) as client:
             yield client
-    finally:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
-        await admin.close()
 
 
 async def test_postgres_user_journey_matches_sqlite_behaviour(postgres_client):
