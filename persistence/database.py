@@ -16,6 +16,9 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from persistence import sqlite
+from persistence.errors import PersistenceError
+from persistence.models import AppendResult, NewMessage
+from persistence.sqlite_writer import SqliteBatchWriter
 from persistence.unit_of_work import UnitOfWork
 
 logger = logging.getLogger(__name__)
@@ -74,9 +77,10 @@ class Database:
         self.engine: AsyncEngine = create_async_engine(parsed, **options)
         if backend == "sqlite":
             self._sqlite_path = parsed.database
-            sqlite.configure_engine(self.engine)
+            sqlite.configure_engine(self.engine.sync_engine)
         else:
             self._sqlite_path = None
+        self._batch_writer: SqliteBatchWriter | None = None
 
     async def __aenter__(self) -> Self:
         return self
@@ -97,12 +101,28 @@ class Database:
         """
         return UnitOfWork(self.engine, write=write)
 
+    async def append_messages(self, batch: list[NewMessage]) -> list[AppendResult | PersistenceError]:
+        """Store a batch of messages in one transaction of its own; see `MessageRepository.append_batch`.
+
+        On a SQLite file the batch goes to a `SqliteBatchWriter` (one thread hop per batch); on
+        PostgreSQL and in-memory SQLite it runs in a unit of work.
+        """
+        if self._sqlite_path and self._sqlite_path != ":memory:":
+            if self._batch_writer is None:
+                self._batch_writer = SqliteBatchWriter(self._sqlite_path)
+            return await self._batch_writer.append_batch(batch)
+        async with self.unit_of_work() as uow:
+            return await uow.messages.append_batch(batch)
+
     async def ping(self) -> None:
         """Run `SELECT 1`. Raises the driver's error when the database cannot be reached."""
         async with self.engine.connect() as connection:
             await connection.execute(text("SELECT 1"))
 
     async def dispose(self) -> None:
+        if self._batch_writer is not None:
+            writer, self._batch_writer = self._batch_writer, None
+            await asyncio.to_thread(writer.close)
         await self.engine.dispose()
 
     async def migrate(self) -> None:

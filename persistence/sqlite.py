@@ -5,9 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from sqlalchemy import event
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import OperationalError
-from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.pool import ConnectionPoolEntry
 
 # How long a connection waits for another connection's write lock before it fails with
@@ -35,16 +34,16 @@ def casefold_contains(content: str | None, word: str | None) -> bool:
     return word.casefold() in content.casefold()
 
 
-def configure_engine(engine: AsyncEngine) -> None:
+def configure_engine(engine: Engine) -> None:
     """Set the pragmas on every new connection and let SQLAlchemy emit BEGIN itself.
 
     The driver's own transaction handling is turned off (`isolation_level = None`) and the
     `begin` listener emits BEGIN, as SQLAlchemy's SQLite documentation describes for aiosqlite.
     That makes savepoints and transactional DDL work and lets a write transaction use
-    BEGIN IMMEDIATE.
+    BEGIN IMMEDIATE. For an AsyncEngine, pass its `sync_engine`.
     """
 
-    @event.listens_for(engine.sync_engine, "connect")
+    @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None:
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
@@ -59,7 +58,7 @@ def configure_engine(engine: AsyncEngine) -> None:
             CONTAINS_FUNCTION, 2, casefold_contains, deterministic=True
         )
 
-    @event.listens_for(engine.sync_engine, "begin")
+    @event.listens_for(engine, "begin")
     def _on_begin(connection: Connection) -> None:
         mode = connection.get_execution_options().get(BEGIN_MODE_OPTION, "DEFERRED")
         connection.exec_driver_sql(f"BEGIN {mode}")

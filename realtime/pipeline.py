@@ -204,8 +204,7 @@ class MessagePipeline:
         deadline = time.monotonic() + STORE_RETRY_SECONDS
         while True:
             try:
-                async with self._db.unit_of_work() as uow:
-                    return await uow.messages.append_batch(messages)
+                return await self._db.append_messages(messages)
             except (DBAPIError, OSError) as error:
                 if time.monotonic() + delay > deadline:
                     logger.error("storing a batch of %d messages failed for good: %s", len(messages), error)

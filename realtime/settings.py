@@ -44,9 +44,11 @@ class Settings(BaseSettings):
     workers: int = Field(1, ge=1, le=64)
     log_level: str = Field("info", pattern="^(critical|error|warning|info|debug)$")
 
-    # Group commit: a batch closes at this many messages or after this many milliseconds.
+    # Group commit: a batch is whatever waits when the writer is free, up to write_batch_max
+    # messages. With write_batch_wait_ms above 0 the writer lingers that long for a fuller batch,
+    # which trades ack latency for fewer transactions.
     write_batch_max: int = Field(200, ge=1, le=10_000)
-    write_batch_wait_ms: float = Field(2.0, ge=0, le=1000)
+    write_batch_wait_ms: float = Field(0.0, ge=0, le=1000)
     # Messages accepted but not yet stored, across all connections of a process. When the writer
     # is this far behind, new sends wait (backpressure) instead of queueing without bound.
     write_queue_max: int = Field(10_000, ge=1, le=1_000_000)
@@ -55,6 +57,10 @@ class Settings(BaseSettings):
     # Seconds a connection may take no frame at all while catch-up frames wait for it, before it
     # is closed with 4408 as a slow consumer.
     slow_consumer_seconds: float = Field(10.0, gt=0, le=3600)
+    # With Redis: seconds between checks for messages whose live event was lost (an instance
+    # killed between storing and publishing). Such a message reaches subscribers within about two
+    # intervals.
+    lost_event_check_seconds: float = Field(1.0, gt=0, le=3600)
     # Seconds between server pings on a connection; a connection with no pong after another
     # interval is closed. 0 turns heartbeats off.
     heartbeat_seconds: float = Field(20.0, ge=0, le=3600)

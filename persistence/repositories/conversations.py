@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import uuid
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -414,6 +414,24 @@ class ConversationRepository(Repository):
             .join(conversations, conversations.c.workspace_id == workspaces.c.id)
             .where(conversations.c.id == conversation_id)
         )
+
+    async def last_seqs(self, conversation_ids: Iterable[uuid.UUID]) -> dict[uuid.UUID, int]:
+        """Return each existing conversation's `last_seq`, without any access check.
+
+        For the gateway's check for lost live events; a missing conversation is left out.
+        """
+        wanted = list(conversation_ids)
+        connection = await self._read()
+        found: dict[uuid.UUID, int] = {}
+        # Chunks stay under SQLite's limit on bound parameters.
+        for start in range(0, len(wanted), 500):
+            rows = await connection.execute(
+                select(conversations.c.id, conversations.c.last_seq).where(
+                    conversations.c.id.in_(wanted[start : start + 500])
+                )
+            )
+            found.update({row.id: row.last_seq for row in rows})
+        return found
 
     async def _owner_access(
         self,

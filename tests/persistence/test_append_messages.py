@@ -1,0 +1,64 @@
+"""`Database.append_messages`: the server's write path (a batch writer thread on a SQLite file)."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+from persistence.errors import InvalidError, NotFoundError
+from persistence.models import AppendResult, NewMessage
+
+
+def new(world, content, *, client_msg_id=None, conversation_id=None, sender_id=None):
+    return NewMessage(
+        conversation_id=conversation_id or world.conversation.id,
+        sender_id=sender_id or world.member.user_id,
+        content=content,
+        client_msg_id=client_msg_id,
+    )
+
+
+async def test_append_messages_assigns_seqs_and_honours_keys(db, world):
+    """Seqs follow input order; a repeated client_msg_id returns the first message, also later."""
+    first = await db.append_messages([new(world, "a", client_msg_id="k1"), new(world, "b"), new(world, "a again", client_msg_id="k1")])
+    second = await db.append_messages([new(world, "a once more", client_msg_id="k1"), new(world, "c")])
+
+    assert [result.created for result in first] == [True, True, False]
+    assert [result.message.seq for result in first] == [1, 2, 1]
+    assert second[0].created is False
+    assert second[0].message == first[0].message
+    assert second[1].message.seq == 3
+
+
+async def test_append_messages_bad_message_fails_alone(db, world):
+    """A message to a missing conversation and one from an unknown sender fail; the rest are stored."""
+    gone, stranger = uuid.uuid4(), uuid.uuid4()
+
+    results = await db.append_messages(
+        [new(world, "a"), new(world, "lost", conversation_id=gone), new(world, "x", sender_id=stranger), new(world, "b")]
+    )
+
+    assert isinstance(results[1], NotFoundError)
+    assert isinstance(results[2], InvalidError)
+    assert [results[0].message.seq, results[3].message.seq] == [1, 2]
+    async with db.unit_of_work() as uow:
+        page = await uow.messages.history(world.member.user_id, world.conversation.id)
+    assert [message.content for message in page.items] == ["a", "b"]
+
+
+async def test_append_messages_two_databases_stay_gap_free(db, database_factory, world):
+    """Two Database objects (two writers) appending at once give seqs 1..N once each."""
+    other = database_factory()
+
+    async def write(database, name):
+        results = []
+        for batch in range(10):
+            results += await database.append_messages([new(world, f"{name} {batch}-{index}") for index in range(20)])
+        return results
+
+    first, second = await asyncio.gather(write(db, "first"), write(other, "second"))
+
+    assert all(isinstance(result, AppendResult) for result in first + second)
+    assert sorted(result.message.seq for result in first + second) == list(range(1, 401))
+    for results in (first, second):
+        assert [result.message.seq for result in results] == sorted(result.message.seq for result in results)
