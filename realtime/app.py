@@ -59,6 +59,8 @@ def create_app(settings: Settings) -> Litestar:
 
         await broker.start()
         await pipeline.start()
+        if settings.redis_url:
+            hub.start_sweeping(settings.lost_event_check_seconds)
         logger.info(
             "Cortex Core ready: database %s, broker %s",
             db.dialect,
@@ -72,6 +74,7 @@ def create_app(settings: Settings) -> Litestar:
             hub.closing = True
             await pipeline.drain(settings.shutdown_grace_seconds / 2)
             await hub.shutdown(1.0)
+            await hub.stop_sweeping()
             await pipeline.stop(1.0)
             await broker.stop()
             await db.dispose()

@@ -40,7 +40,48 @@ class Hub:
         self._by_user: dict[uuid.UUID, set[Connection]] = defaultdict(set)
         self._subscribers: dict[uuid.UUID, set[Subscription]] = {}
         self.closing = False
+        self._sweeper: asyncio.Task[None] | None = None
         broker.set_handlers(self.on_broker_event, self.resync)
+
+    def start_sweeping(self, interval_seconds: float) -> None:
+        """Check every `interval_seconds` for messages that a lost live event left undelivered."""
+        self._sweeper = asyncio.create_task(self._sweep_loop(interval_seconds), name="lost-event-sweeper")
+
+    async def stop_sweeping(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            try:
+                await self._sweeper
+            except asyncio.CancelledError:
+                pass
+            self._sweeper = None
+
+    async def _sweep_loop(self, interval_seconds: float) -> None:
+        """Fill subscriptions that are still behind a seq stored one interval ago.
+
+        A publish is lost without any broker outage when the instance that stored the message
+        dies before the event leaves it (kill -9 between commit and publish). Nothing else would
+        reveal that gap until the next message. A message stored a whole interval ago has had time
+        to arrive live, so only those trigger a fill, and messages still in flight do not.
+        """
+        previous: dict[uuid.UUID, int] = {}
+        while True:
+            await asyncio.sleep(interval_seconds)
+            try:
+                behind = 0
+                for conversation_id, stored_seq in previous.items():
+                    for subscription in list(self._subscribers.get(conversation_id, ())):
+                        if subscription.last_seq < stored_seq:
+                            subscription.fill_to(stored_seq)
+                            behind += 1
+                if behind:
+                    logger.info("%d subscriptions had missed live events; filling them from the database", behind)
+                async with self.db.unit_of_work() as uow:
+                    previous = await uow.conversations.last_seqs(list(self._subscribers))
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                logger.exception("checking subscriptions for lost live events failed; retrying")
 
     # Connections and subscriptions
 
