@@ -13,6 +13,7 @@ from contextlib import asynccontextmanager
 
 from litestar import Litestar
 from litestar.openapi import OpenAPIConfig
+from litestar.openapi.spec import Components, SecurityScheme
 
 from persistence.database import Database
 
@@ -86,7 +87,23 @@ def create_app(settings: Settings) -> Litestar:
         middleware=[AUTH_MIDDLEWARE],
         lifespan=[lifespan],
         request_max_body_size=request_max_body_size(settings),
-        openapi_config=OpenAPIConfig(title="Cortex Core", version="1.0.0"),
+        openapi_config=OpenAPIConfig(
+            title="Cortex Core",
+            version="1.0.0",
+            components=Components(
+                security_schemes={
+                    "bearer": SecurityScheme(
+                        type="http",
+                        scheme="bearer",
+                        description="An access token (JWT) or an API key",
+                    )
+                }
+            ),
+            security=[{"bearer": []}],
+        ),
+        # Logging is set up by whoever runs the app (`cortex-core serve`, uvicorn, the tests);
+        # Litestar's own logging config would add a queue handler and thread of its own.
+        logging_config=None,
     )
     app.state.settings = settings
     return app

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
 from persistence.database import Database
 from persistence.errors import PersistenceError
@@ -186,7 +186,7 @@ class MessagePipeline:
 
         self.committed_batches += 1
         for (_, on_done), result in zip(batch, results, strict=True):
-            if isinstance(result, PersistenceError):
+            if isinstance(result, Exception):
                 _complete(on_done, StoreOutcome(None, None, result))
                 continue
             message_json = encode_json(message_to_wire(result.message))
@@ -199,22 +199,39 @@ class MessagePipeline:
 
     async def _append_with_retry(
         self, messages: list[NewMessage]
-    ) -> list[AppendResult | PersistenceError] | Exception:
+    ) -> list[AppendResult | PersistenceError | Exception] | Exception:
+        """Store a batch, retrying transient database failures; isolate a message the database rejects."""
         delay = 0.02
         deadline = time.monotonic() + STORE_RETRY_SECONDS
         while True:
             try:
                 return await self._db.append_messages(messages)
-            except (DBAPIError, OSError) as error:
+            except (OperationalError, InterfaceError, OSError) as error:
+                # Lock contention, a restarting or unreachable database: the batch rolled back,
+                # so storing it again is safe.
                 if time.monotonic() + delay > deadline:
                     logger.error("storing a batch of %d messages failed for good: %s", len(messages), error)
                     return error
                 logger.warning("storing a batch of %d messages failed (%s); retrying in %.2f s", len(messages), error, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 1.0)
+            except DBAPIError as error:
+                # The database rejected something in the data itself. Store the messages one at
+                # a time, so only the message that causes it fails.
+                if len(messages) == 1:
+                    logger.error("the database rejected a message: %s", error)
+                    return error
+                logger.warning("the database rejected a batch of %d messages (%s); storing them one by one", len(messages), error)
+                return [await self._append_alone(message) for message in messages]
             except Exception as error:
                 logger.exception("storing a batch of %d messages failed", len(messages))
                 return error
+
+    async def _append_alone(self, message: NewMessage) -> AppendResult | PersistenceError | Exception:
+        outcome = await self._append_with_retry([message])
+        if isinstance(outcome, Exception):
+            return outcome
+        return outcome[0]
 
 
 def _complete(on_done: Completion, outcome: StoreOutcome) -> None:
