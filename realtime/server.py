@@ -42,12 +42,6 @@ class RedactQueryCredentials(logging.Filter):
         return True
 
 
-def install_log_redaction() -> None:
-    redaction = RedactQueryCredentials()
-    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
-        logging.getLogger(name).addFilter(redaction)
-
-
 class DrainingServer(uvicorn.Server):
     """A uvicorn server whose first exit signal drains the application before uvicorn shuts down."""
 
@@ -119,22 +113,35 @@ def uvicorn_options(settings: Settings) -> dict[str, Any]:
 def run(settings: Settings, *, host: str, port: int) -> None:
     """Serve until SIGTERM or SIGINT; single process."""
     app = create_app(settings)
-    config = uvicorn.Config(app, host=host, port=port, **uvicorn_options(settings))
-    install_log_redaction()
+    config = uvicorn.Config(
+        app, host=host, port=port, log_config=redacting_log_config(settings.log_level), **uvicorn_options(settings)
+    )
     server = DrainingServer(config, app, settings.shutdown_grace_seconds)
     server.run()
 
 
-def redacting_log_config() -> dict[str, Any]:
-    """Return uvicorn's logging configuration with RedactQueryCredentials on every handler.
+def redacting_log_config(level: str = "info") -> dict[str, Any]:
+    """Return uvicorn's logging configuration plus the application's loggers, redacting credentials.
 
-    Worker processes build their logging from this dictionary, so the logger filters that
-    install_log_redaction adds in the supervisor process never reach them.
+    The application's records go to stderr with their logger name, at `level`. Worker
+    processes build their logging from this dictionary, so the logger filters that
+    install_log_redaction adds in the supervisor process never reach them; here every handler
+    carries RedactQueryCredentials.
     """
     config = copy.deepcopy(uvicorn.config.LOGGING_CONFIG)
     config["filters"] = {"redact_query_credentials": {"()": f"{__name__}.RedactQueryCredentials"}}
+    config["formatters"]["application"] = {
+        "()": "uvicorn.logging.DefaultFormatter",
+        "fmt": "%(levelprefix)s %(name)s: %(message)s",
+    }
+    config["handlers"]["application"] = {
+        "formatter": "application",
+        "class": "logging.StreamHandler",
+        "stream": "ext://sys.stderr",
+    }
     for handler in config["handlers"].values():
         handler["filters"] = ["redact_query_credentials"]
+    config["root"] = {"handlers": ["application"], "level": level.upper()}
     return config
 
 
@@ -145,16 +152,15 @@ def run_workers(settings: Settings, *, host: str, port: int, workers: int) -> No
     WebSockets with 1012 instead of draining and closing with 1001; run separate instances behind
     a load balancer where that matters.
     """
-    install_log_redaction()
     uvicorn.run(
         "realtime.app:create_app_from_env",
         factory=True,
         host=host,
         port=port,
         workers=workers,
-        log_config=redacting_log_config(),
+        log_config=redacting_log_config(settings.log_level),
         **uvicorn_options(settings),
     )
 
 
-__all__ = ["install_log_redaction", "run", "run_workers"]
+__all__ = ["redacting_log_config", "run", "run_workers"]
