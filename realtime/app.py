@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from litestar import Litestar
+from litestar.middleware.rate_limit import RateLimitConfig
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Components, SecurityScheme
 
@@ -81,10 +82,18 @@ def create_app(settings: Settings) -> Litestar:
             await db.dispose()
             logger.info("Cortex Core stopped")
 
+    middleware = [AUTH_MIDDLEWARE]
+    if settings.http_rate_limit_per_minute > 0:
+        rate_limit = RateLimitConfig(
+            rate_limit=("minute", settings.http_rate_limit_per_minute),
+            exclude=["^/health$", "^/ready$", "^/schema", "^/ws$"],
+        )
+        middleware.insert(0, rate_limit.middleware)
+
     app = Litestar(
         route_handlers=[*ROUTE_HANDLERS, gateway],
         exception_handlers=EXCEPTION_HANDLERS,
-        middleware=[AUTH_MIDDLEWARE],
+        middleware=middleware,
         lifespan=[lifespan],
         request_max_body_size=request_max_body_size(settings),
         openapi_config=OpenAPIConfig(

@@ -67,6 +67,9 @@ class Settings(BaseSettings):
     # Messages one connection may send per second (a token bucket with a burst of twice that);
     # 0 turns the limit off.
     rate_limit_messages_per_second: float = Field(0, ge=0)
+    # HTTP requests one client address may make per minute (429 beyond it); health, readiness,
+    # the OpenAPI schema and the WebSocket handshake are not counted. 0 turns the limit off.
+    http_rate_limit_per_minute: int = Field(0, ge=0)
     # Whether WebSocket connections may negotiate permessage-deflate. Off by default: chat
     # messages are short, and compressing each subscriber's copy costs more CPU than it saves.
     ws_compression: bool = False
