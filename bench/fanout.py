@@ -87,9 +87,14 @@ def sweep_rates(args: argparse.Namespace) -> list[float]:
     return [args.rate * args.sweep_factor**step for step in range(args.sweep_steps)]
 
 
-def measure_target(spec: TargetSpec, shape: LoadShape, args: argparse.Namespace, log_dir: Path) -> list[StepResult]:
-    """Start the target, run its steps (one, or a sweep), stop it; return every step's result."""
-    steps: list[StepResult] = []
+def measure_target(
+    spec: TargetSpec, shape: LoadShape, args: argparse.Namespace, log_dir: Path, steps: list[StepResult]
+) -> bool:
+    """Start the target, run its steps (one, or a sweep), stop it; append each step's result to `steps`.
+
+    Returns True when some rate failed every attempt, so the highest held rate is the limit; False
+    when the sweep ran out of rates first (or a single step held).
+    """
 
     def step_at(rate: float) -> StepResult:
         step = asyncio.run(run_step(target, shape, rate, log_dir))
@@ -114,10 +119,10 @@ def measure_target(spec: TargetSpec, shape: LoadShape, args: argparse.Namespace,
                 if args.sweep and last_held is not None:
                     time.sleep(SETTLE_SECONDS)
                     holds(math.sqrt(last_held * rate))
-                break
+                return True
             last_held = rate
             time.sleep(SETTLE_SECONDS)
-    return steps
+    return False
 
 
 def best_step(steps: list[StepResult]) -> StepResult | None:
@@ -154,14 +159,16 @@ def _latencies(summary: dict[str, float | None]) -> str:
     return "/".join("-" if summary[key] is None else f"{summary[key]:.1f}" for key in ("p50_ms", "p95_ms", "p99_ms", "max_ms"))
 
 
-def render_summary(results: dict[str, list[StepResult]]) -> tuple[str, dict[str, Any], list[dict[str, Any]]]:
+def render_summary(
+    results: dict[str, list[StepResult]], limits_found: dict[str, bool], *, sweep: bool
+) -> tuple[str, dict[str, Any], list[dict[str, Any]]]:
     best = {name: best_step(steps) for name, steps in results.items()}
     lines = [f"Highest held delivered rate (p99 delivery <= {HELD_P99_MS:g} ms, nothing missing, no errors):"]
     for name, step in best.items():
         if step is None:
             lines.append(f"  {name:<18} none held")
             continue
-        note = "  (the last step held: raise --rate or --sweep-steps to find the limit)" if results[name][-1].held else ""
+        note = "" if limits_found.get(name) or not sweep else "  (no rate failed: raise --rate or --sweep-steps to find the limit)"
         lines.append(f"  {name:<18} {step.delivered_per_second:>9.0f} msg/s at {step.rate:.0f} sent/s{note}")
 
     ratios: dict[str, Any] = {}
@@ -219,13 +226,23 @@ def run(args: argparse.Namespace) -> int:
         log_dir.mkdir(parents=True, exist_ok=True)
         results: dict[str, list[StepResult]] = {}
         started = time.monotonic()
+        failures: dict[str, str] = {}
+        limits_found: dict[str, bool] = {}
         for spec in specs:
             print(f"{spec.name}: starting", file=sys.stderr, flush=True)
-            results[spec.name] = measure_target(spec, shape, args, log_dir)
+            steps = results[spec.name] = []
+            try:
+                limits_found[spec.name] = measure_target(spec, shape, args, log_dir, steps)
+            except (RuntimeError, TimeoutError, OSError) as error:
+                # Keep the steps measured so far and go on with the next target.
+                failures[spec.name] = f"{type(error).__name__}: {error}"
+                print(f"{spec.name}: failed after {len(steps)} steps: {failures[spec.name]}", file=sys.stderr, flush=True)
 
     print(render_table(results))
-    summary, ratios, goals = render_summary(results)
+    summary, ratios, goals = render_summary(results, limits_found, sweep=args.sweep)
     print(summary)
+    for name, failure in failures.items():
+        print(f"{name} stopped early: {failure}")
     document = {
         "benchmark": "fanout",
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -235,14 +252,15 @@ def run(args: argparse.Namespace) -> int:
         "targets": {
             name: {
                 "best": None if best_step(steps) is None else best_step(steps).to_json(),
-                # True when the last step held, so the limit lies above the highest rate run.
-                "limit_not_reached": steps[-1].held,
+                # False when no rate failed, so the limit lies above the highest rate run.
+                "limit_found": limits_found.get(name, False),
                 "steps": [step.to_json() for step in steps],
             }
             for name, steps in results.items()
         },
         "ratios": ratios,
         "goals": goals,
+        "failures": failures,
     }
     line = json.dumps(document)
     if args.json_out:
