@@ -352,7 +352,7 @@ class Connection:
         if metadata and len(encode_json(metadata)) > MAX_METADATA_BYTES:
             raise FrameError(frames.INVALID, f"metadata is larger than {MAX_METADATA_BYTES} bytes of JSON", frame.ref)
         # PostgreSQL cannot store U+0000 in text or JSON, and the failed insert would fail its batch.
-        if _contains_nul([content, frame.client_msg_id, metadata]):
+        if "\x00" in content or _contains_nul(frame.client_msg_id) or (metadata and _contains_nul(metadata)):
             raise FrameError(
                 frames.INVALID, "content, client_msg_id and metadata must not contain U+0000 (NUL)", frame.ref
             )
