@@ -11,6 +11,7 @@ import asyncio
 import json
 import logging
 import os
+import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -50,6 +51,9 @@ def command_serve(args: argparse.Namespace) -> int:
         )
         return EXIT_USAGE
 
+    # Migrate once here, before uvicorn starts: an unreachable database then stops the command
+    # with a plain message, and worker processes do not race to migrate.
+    asyncio.run(_migrate(settings))
     base = f"{_display_host(settings.host)}:{settings.port}"
     print(f"Cortex Core serving on http://{base}  (WebSocket ws://{base}/ws, API docs http://{base}/schema)", flush=True)
 
@@ -59,9 +63,7 @@ def command_serve(args: argparse.Namespace) -> int:
         server.run(settings, host=settings.host, port=settings.port)
         return EXIT_OK
 
-    # Migrate once here, before the worker processes start and race to do it. Each worker's
-    # application factory reads its settings from the environment.
-    asyncio.run(_migrate(settings))
+    # Each worker's application factory reads its settings from the environment.
     _export_settings(settings)
     server.run_workers(settings, host=settings.host, port=settings.port, workers=settings.workers)
     return EXIT_OK
@@ -276,11 +278,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _without_password(args: argparse.Namespace) -> str:
+    url = getattr(args, "database_url", None) or os.environ.get("CORTEX_DATABASE_URL") or "(default)"
+    return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", url)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; return its exit code (0 success, 1 failure, 2 bad usage or settings)."""
     # No logging set-up here: until the server configures logging, warnings reach stderr through
     # the logging module's last-resort handler.
     args = build_parser().parse_args(argv)
+
+    from sqlalchemy.exc import DBAPIError
 
     from persistence.errors import PersistenceError
 
@@ -291,6 +300,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     except PersistenceError as error:
         print(f"error: {error.detail}", file=sys.stderr)
+        return EXIT_FAILURE
+    except (OSError, DBAPIError) as error:
+        # Raised before anything was served: the database named by the settings is unreachable,
+        # refuses the login, or its SQLite folder does not exist.
+        reason = getattr(error, "orig", None) or error
+        print(
+            f"error: cannot use the database {_without_password(args)}: {reason}; "
+            "check CORTEX_DATABASE_URL (or --database-url) and that the server is running",
+            file=sys.stderr,
+        )
         return EXIT_FAILURE
     except KeyboardInterrupt:
         return EXIT_FAILURE

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import secrets
 from pathlib import Path
 
@@ -128,8 +129,18 @@ def load_settings(**overrides: object) -> Settings:
         for item in error.errors():
             field = str(item["loc"][0]) if item["loc"] else "?"
             variable = f"CORTEX_{field.upper()}"
-            problems.append(f"{variable}: {item['msg']} (got {item.get('input')!r})")
+            message = item["msg"].removeprefix("Value error, ")
+            problems.append(f"{variable}: {message} (got {_shown_value(field, item.get('input'))})")
         raise SettingsError("invalid settings: " + "; ".join(problems)) from error
+
+
+def _shown_value(field: str, value: object) -> str:
+    """Return a rejected value as an error message may show it: no secret, no password in a URL."""
+    if field == "jwt_secret":
+        return "a value that is not shown"
+    if isinstance(value, str):
+        return repr(re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", value))
+    return repr(value)
 
 
 def resolve_jwt_secret(settings: Settings) -> str:
