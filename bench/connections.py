@@ -15,7 +15,7 @@ import json
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -155,7 +155,7 @@ def run(args: argparse.Namespace) -> int:
         with running_target(spec, plan, log_dir=log_dir) as target:
             result = asyncio.run(open_idle_connections(target, plan, loadgens, args.settle, log_dir))
 
-    result["date"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    result["date"] = datetime.now(UTC).isoformat(timespec="seconds")
     result["benchmark"] = "connections"
     print(render(result))
     line = json.dumps(result)

@@ -19,7 +19,7 @@ import platform
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -245,7 +245,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"{name} stopped early: {failure}")
     document = {
         "benchmark": "fanout",
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": {"python": platform.python_version(), "cpus": _cpu_count()},
         "load": {key: getattr(args, key) for key in ("clients", "conversations", "senders", "rate", "size", "duration", "warmup", "drain", "loadgens", "sweep")},
         "seconds": round(time.monotonic() - started, 1),

@@ -26,12 +26,10 @@ class Histogram:
         self.max_us = 0
 
     def record(self, latency_us: int) -> None:
-        if latency_us < 1:
-            latency_us = 1
+        latency_us = max(latency_us, 1)
         self.buckets[int(math.log(latency_us) / _LOG_GROWTH)] += 1
         self.count += 1
-        if latency_us > self.max_us:
-            self.max_us = latency_us
+        self.max_us = max(self.max_us, latency_us)
 
     def to_json(self) -> dict:
         return {"buckets": {str(index): n for index, n in self.buckets.items()}, "count": self.count, "max_us": self.max_us}

@@ -24,8 +24,8 @@ import jwt
 
 from bench.process import (
     ManagedProcess,
-    fresh_postgres_database,
     free_port,
+    fresh_postgres_database,
     private_redis,
     python_command,
     wait_for_http,

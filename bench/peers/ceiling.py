@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import logging
 import uuid
 from typing import Any
@@ -34,7 +35,7 @@ _encode = msgspec.json.Encoder().encode
 
 
 class Member:
-    __slots__ = ("send", "id")
+    __slots__ = ("id", "send")
 
     def __init__(self, send: Any) -> None:
         self.send = send
@@ -126,10 +127,9 @@ class CeilingApp:
         event = {"type": "websocket.send", "text": text}
         for member in list(self.rooms.get(room, ())):
             if member is not skip:
-                try:
+                # A member that disconnected meanwhile fails the send; its own handler removes it.
+                with contextlib.suppress(OSError, RuntimeError):
                     await member.send(event)
-                except Exception:  # the member disconnected meanwhile; its handler removes it
-                    pass
 
     # Redis
 
