@@ -7,7 +7,9 @@ import sys
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m bench", description="Benchmarks of Cortex Core against its ceiling and its peers."
+    )
     commands = parser.add_subparsers(dest="command", required=True)
 
     from bench import connections, fanout
