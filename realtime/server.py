@@ -1,8 +1,8 @@
 """Run the application under uvicorn, with a shutdown that keeps the delivery guarantees.
 
 On SIGTERM or SIGINT the server stops listening, stores and acknowledges the writes in flight,
-closes every WebSocket with 1001 and only then lets uvicorn finish (uvicorn on its own would close
-open sockets with 1012 before the application could drain).
+closes every WebSocket with 1001, and only then lets uvicorn finish. On its own, uvicorn would
+close open sockets with 1012 before the application could drain.
 """
 
 from __future__ import annotations
@@ -123,10 +123,9 @@ def run(settings: Settings, *, host: str, port: int) -> None:
 def redacting_log_config(level: str = "info") -> dict[str, Any]:
     """Return uvicorn's logging configuration plus the application's loggers, redacting credentials.
 
-    The application's records go to stderr with their logger name, at `level`. Worker
-    processes build their logging from this dictionary, so the logger filters that
-    install_log_redaction adds in the supervisor process never reach them; here every handler
-    carries RedactQueryCredentials.
+    The application's records go to stderr with their logger name, at `level`. Every handler
+    carries RedactQueryCredentials. Worker processes build their logging from this dictionary,
+    so they redact too.
     """
     config = copy.deepcopy(uvicorn.config.LOGGING_CONFIG)
     config["filters"] = {"redact_query_credentials": {"()": f"{__name__}.RedactQueryCredentials"}}

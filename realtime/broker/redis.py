@@ -1,9 +1,9 @@
 """Redis pub/sub between server instances.
 
-Litestar's channels plugin with its Redis backend was the first choice, but in Litestar 2.25 its
-publish and subscribe workers are bare tasks: when the Redis connection drops, the exception ends
-the task, nothing is logged until shutdown, and the instance stays deaf and silent after Redis
-returns. This broker keeps the same shape (one publisher task, one listener task, a channel set per
+Litestar's channels plugin with its Redis backend was the first choice. In Litestar 2.25, though,
+its publish and subscribe workers are bare tasks. When the Redis connection drops, the exception
+ends the task and nothing is logged until shutdown, so the instance stays deaf and silent after
+Redis returns. This broker keeps the same shape (one publisher task, one listener task, a channel set per
 instance) and adds what the delivery guarantees need: it notices a lost connection, logs it once,
 reconnects with backoff, subscribes every channel again, and tells the gateway to fill the gaps.
 Publishes are batched into one pipelined round trip.

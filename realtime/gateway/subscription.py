@@ -1,10 +1,11 @@
 """One connection's subscription to one conversation, and the ordering rule it enforces.
 
 A subscription remembers the last seq it delivered. An event at or below it is a duplicate and is
-dropped. An event right after it goes out at once. An event further ahead means a gap (a publish
-lost in a broker outage, events racing between instances, a reconnect with ``since_seq``): the
-subscription then switches to filling, reads the missing messages from the database in pages at
-the pace the socket drains, and keeps newer events in hand until the gap is closed. The same code
+dropped. An event right after it goes out at once. An event further ahead means a gap, left by a
+publish lost in a broker outage, by events racing between instances, or by a reconnect with
+``since_seq``. The subscription then switches to filling: it reads the missing messages from the
+database in pages at the pace the socket drains, and keeps newer events in hand until the gap is
+closed. The same code
 serves the catch-up after ``subscribe`` with ``since_seq``.
 """
 
