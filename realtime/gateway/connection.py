@@ -63,8 +63,9 @@ class Connection:
 
     def __init__(self, socket: WebSocket, user: User, hub: Hub, settings: Settings) -> None:
         self.session_id = uuid.uuid4().hex
-        self.user = user
+        # Only the id and name are kept: the user model would cost about 1 KB per idle connection.
         self.user_id = user.user_id
+        self.user_name = user.name
         self.hub = hub
         self.settings = settings
         self.subscriptions: dict[uuid.UUID, Subscription] = {}
@@ -74,9 +75,11 @@ class Connection:
         self._outbox: collections.deque[str] = collections.deque()
         self._outbox_max = settings.outbox_max_frames
         self._paced_limit = max(1, self._outbox_max // 2)
-        self._outbox_ready = asyncio.Event()
-        self._room = asyncio.Event()
-        self._room.set()
+        # The writer task waits on this future while the outbox is empty; a future costs a tenth of
+        # an asyncio.Event, which matters at tens of thousands of idle connections.
+        self._outbox_ready: asyncio.Future[None] | None = None
+        # Created on first use: catch-up waits on it for room in the outbox.
+        self._room: asyncio.Event | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._writer: asyncio.Task[None] | None = None
         self._closing = False
@@ -99,13 +102,13 @@ class Connection:
             self._close_now(CLOSE_SLOW_CONSUMER, "outbox full: the client is not reading fast enough")
             return
         self._outbox.append(frame)
-        self._outbox_ready.set()
+        self._wake_writer()
 
     def push_droppable(self, frame: str) -> None:
         """Queue an ephemeral frame (typing) only while the outbox is under half full."""
         if not self._closing and len(self._outbox) < self._paced_limit:
             self._outbox.append(frame)
-            self._outbox_ready.set()
+            self._wake_writer()
 
     async def push_paced(self, frame: str) -> None:
         """Queue a catch-up frame, waiting for room instead of overflowing the outbox.
@@ -116,6 +119,8 @@ class Connection:
         while len(self._outbox) >= self._paced_limit:
             if self._closing:
                 raise ConnectionClosing
+            if self._room is None:
+                self._room = asyncio.Event()
             self._room.clear()
             try:
                 await asyncio.wait_for(self._room.wait(), self.settings.slow_consumer_seconds)
@@ -129,18 +134,30 @@ class Connection:
         if self._closing:
             raise ConnectionClosing
         self._outbox.append(frame)
-        self._outbox_ready.set()
+        self._wake_writer()
+
+    def _wake_writer(self) -> None:
+        waiter = self._outbox_ready
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def _make_room(self) -> None:
+        if self._room is not None:
+            self._room.set()
 
     async def _write_loop(self) -> None:
         send = self._socket.send
         outbox = self._outbox
+        loop = asyncio.get_running_loop()
         while True:
-            await self._outbox_ready.wait()
-            self._outbox_ready.clear()
+            while not outbox:
+                self._outbox_ready = loop.create_future()
+                await self._outbox_ready
+            self._outbox_ready = None
             while outbox:
                 frame = outbox.popleft()
                 if len(outbox) < self._paced_limit:
-                    self._room.set()
+                    self._make_room()
                 await send({"type": "websocket.send", "text": frame})
 
     # Tasks and closing
@@ -159,7 +176,7 @@ class Connection:
         if self._closing:
             return
         self._closing = True
-        self._room.set()
+        self._make_room()
         self._outbox.clear()
         if self._writer is not None:
             self._writer.cancel()
@@ -170,7 +187,7 @@ class Connection:
         if self._closing:
             return
         self._closing = True
-        self._room.set()
+        self._make_room()
         deadline = time.monotonic() + grace_seconds
         while self._outbox and time.monotonic() < deadline:
             await asyncio.sleep(0.01)
@@ -190,7 +207,7 @@ class Connection:
         """Serve the connection until the client or the server closes it."""
         self.hub.register(self)
         self._writer = asyncio.create_task(self._write_loop(), name=f"writer-{self.session_id}")
-        self.push(frames.ready_frame(self.session_id, self.user_id, self.user.name))
+        self.push(frames.ready_frame(self.session_id, self.user_id, self.user_name))
         logger.info("connection %s opened for user %s", self.session_id, self.user_id)
         close_code: int | None = None
         try:
@@ -223,7 +240,7 @@ class Connection:
 
     async def _cleanup(self) -> None:
         self._closing = True
-        self._room.set()
+        self._make_room()
         self.hub.unregister(self)
         for subscription in list(self.subscriptions.values()):
             await self.hub.remove_subscription(subscription)
