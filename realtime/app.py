@@ -7,6 +7,7 @@ with 1001, stop the writer, the broker and the database engine.
 
 from __future__ import annotations
 
+import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -63,6 +64,13 @@ def create_app(settings: Settings) -> Litestar:
         await pipeline.start()
         if settings.redis_url:
             hub.start_sweeping(settings.lost_event_check_seconds)
+        # Everything allocated so far (modules, the app, caches) lives as long as the process:
+        # move it out of the collector's sight, and collect the young generation less often,
+        # since the hot path allocates many short-lived frames and dicts. Garbage collection
+        # took about 8% of server CPU under fan-out load before (python -m bench fanout --profile).
+        gc.collect()
+        gc.freeze()
+        gc.set_threshold(10_000, 20, 20)
         logger.info(
             "Cortex Core ready: database %s, broker %s",
             db.dialect,
