@@ -415,6 +415,15 @@ class ConversationRepository(Repository):
             .where(conversations.c.id == conversation_id)
         )
 
+    async def visible_last_seq(self, actor_id: uuid.UUID, conversation_id: uuid.UUID) -> int:
+        """Return the conversation's `last_seq` if `actor_id` may see it; NotFoundError otherwise.
+
+        One query and no participant list: the gateway calls it on every subscribe.
+        """
+        connection = await self._read()
+        access = await load_access(connection, actor_id, conversation_id)
+        return access.row.last_seq
+
     async def last_seqs(self, conversation_ids: Iterable[uuid.UUID]) -> dict[uuid.UUID, int]:
         """Return each existing conversation's `last_seq`, without any access check.
 

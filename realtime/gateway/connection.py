@@ -278,7 +278,7 @@ class Connection:
         if conversation_id in self.visible:
             return
         try:
-            await self.hub.visible_conversation(self.user_id, conversation_id)
+            await self.hub.visible_last_seq(self.user_id, conversation_id)
         except NotFoundError as error:
             raise FrameError(frames.NOT_FOUND, f"conversation {conversation_id} not found", ref) from error
         self.visible.add(conversation_id)
@@ -291,12 +291,12 @@ class Connection:
             return
 
         try:
-            conversation = await self.hub.visible_conversation(self.user_id, conversation_id)
+            last_seq = await self.hub.visible_last_seq(self.user_id, conversation_id)
         except NotFoundError as error:
             raise FrameError(frames.NOT_FOUND, f"conversation {conversation_id} not found", frame.ref) from error
         self.visible.add(conversation_id)
 
-        start = conversation.last_seq if frame.since_seq is None else min(frame.since_seq, conversation.last_seq)
+        start = last_seq if frame.since_seq is None else min(frame.since_seq, last_seq)
         subscription = Subscription(self, conversation_id, start)
         self.subscriptions[conversation_id] = subscription
         await self.hub.add_subscription(subscription)
@@ -304,14 +304,14 @@ class Connection:
         # Messages stored between the access check and the broker subscription reached neither
         # this subscription nor its catch-up, so read the last seq again now that events flow.
         try:
-            current = await self.hub.visible_conversation(self.user_id, conversation_id)
+            current_seq = await self.hub.visible_last_seq(self.user_id, conversation_id)
         except NotFoundError as error:
             await self._drop_subscription(conversation_id)
             raise FrameError(frames.NOT_FOUND, f"conversation {conversation_id} not found", frame.ref) from error
         if self.subscriptions.get(conversation_id) is not subscription:
             return  # removed while the read was in progress
-        self.push(frames.subscribed_frame(conversation_id, current.last_seq, frame.ref))
-        subscription.release(current.last_seq)
+        self.push(frames.subscribed_frame(conversation_id, current_seq, frame.ref))
+        subscription.release(current_seq)
 
     async def _handle_unsubscribe(self, frame: frames.UnsubscribeFrame) -> None:
         await self._drop_subscription(frame.conversation_id)
@@ -346,7 +346,7 @@ class Connection:
 
     async def _recheck_access(self, conversation_id: uuid.UUID) -> None:
         try:
-            await self.hub.visible_conversation(self.user_id, conversation_id)
+            await self.hub.visible_last_seq(self.user_id, conversation_id)
         except NotFoundError:
             await self._end_subscription(conversation_id, "removed")
             return

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 from persistence.database import Database
 from persistence.errors import NotFoundError
-from persistence.models import Conversation, Message
+from persistence.models import Message
 
 from realtime.broker.base import CONTROL_CHANNEL, Broker, BrokerEvent, EventKind, conversation_channel
 from realtime.gateway.frames import message_frame, typing_frame
@@ -118,10 +118,10 @@ class Hub:
 
     # Database reads for the gateway
 
-    async def visible_conversation(self, user_id: uuid.UUID, conversation_id: uuid.UUID) -> Conversation:
-        """Return the conversation if the user may see it; raise NotFoundError otherwise."""
+    async def visible_last_seq(self, user_id: uuid.UUID, conversation_id: uuid.UUID) -> int:
+        """Return the conversation's last seq if the user may see it; raise NotFoundError otherwise."""
         async with self.db.unit_of_work() as uow:
-            return await uow.conversations.get(user_id, conversation_id)
+            return await uow.conversations.visible_last_seq(user_id, conversation_id)
 
     async def read_after(self, conversation_id: uuid.UUID, after_seq: int, limit: int) -> list[Message]:
         """Read stored messages for a gap fill, once this process has acked everything they include."""
@@ -211,13 +211,13 @@ class Hub:
         filled = 0
         for subscription, user_id in checks:
             try:
-                conversation = await self.visible_conversation(user_id, subscription.conversation_id)
+                last_seq = await self.visible_last_seq(user_id, subscription.conversation_id)
             except NotFoundError:
                 subscription.connection.access_changed(subscription.conversation_id)
                 continue
-            if conversation.last_seq > subscription.last_seq:
+            if last_seq > subscription.last_seq:
                 filled += 1
-            subscription.fill_to(conversation.last_seq)
+            subscription.fill_to(last_seq)
         logger.info("resync checked %d subscriptions, %d had missed messages", len(checks), filled)
 
     async def shutdown(self, grace_seconds: float) -> None:
