@@ -11,6 +11,7 @@ from litestar.params import JSONBody
 from litestar.exceptions import NotAuthorizedException, PermissionDeniedException
 
 from persistence.models import User
+from realtime.api.params import PUBLIC
 from realtime.api.params import IdPath, parse_id
 from realtime.api.schemas import (
     ApiKeyCreated,
@@ -40,7 +41,7 @@ class AuthController(Controller):
     path = "/auth"
     tags = ["auth"]
 
-    @post("/register", summary="Create an account and return an access token")
+    @post("/register", summary="Create an account and return an access token", security=PUBLIC)
     async def register(self, state: State, data: JSONBody[RegisterRequest]) -> TokenResponse:
         if not state.settings.allow_registration:
             raise PermissionDeniedException(detail="registration is closed on this server (CORTEX_ALLOW_REGISTRATION=false)")
@@ -52,7 +53,7 @@ class AuthController(Controller):
         logger.info("registered user %s", user.user_id)
         return token_response(state, user)
 
-    @post("/login", status_code=200, summary="Exchange email and password for an access token")
+    @post("/login", status_code=200, summary="Exchange email and password for an access token", security=PUBLIC)
     async def login(self, state: State, data: JSONBody[LoginRequest]) -> TokenResponse:
         async with state.db.unit_of_work() as uow:
             user = await uow.users.get_by_email(data.email)

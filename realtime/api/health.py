@@ -13,6 +13,7 @@ from litestar import Response, get
 from litestar.datastructures import State
 from litestar.status_codes import HTTP_200_OK, HTTP_503_SERVICE_UNAVAILABLE
 
+from realtime.api.params import PUBLIC
 from realtime.api.schemas import HealthStatus
 
 logger = logging.getLogger(__name__)
@@ -21,7 +22,7 @@ logger = logging.getLogger(__name__)
 PROBE_TIMEOUT_SECONDS = 2.0
 
 
-@get("/health", tags=["health"], summary="200 while the process runs", exclude_from_auth=True)
+@get("/health", tags=["health"], summary="200 while the process runs", exclude_from_auth=True, security=PUBLIC)
 async def health() -> HealthStatus:
     return HealthStatus(status="ok")
 
@@ -39,7 +40,7 @@ async def _probe(name: str, ping) -> str | None:
     return None
 
 
-@get("/ready", tags=["health"], summary="200 when the database (and Redis, where configured) answer now, else 503")
+@get("/ready", tags=["health"], summary="200 when the database (and Redis, where configured) answer now, else 503", security=PUBLIC)
 async def ready(state: State) -> Response[dict]:
     probes = {"database": state.db.ping}
     broker = getattr(state, "broker", None)

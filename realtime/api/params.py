@@ -40,3 +40,7 @@ def parse_id(value: str, name: str) -> uuid.UUID:
         return uuid.UUID(value)
     except ValueError:
         raise BadRequestError(detail=f"{name}: not a valid UUID (got {value[:80]!r})") from None
+
+# OpenAPI security requirement of the endpoints that need no credentials. An empty requirement
+# object overrides the document-wide bearer requirement for that operation.
+PUBLIC: list[dict[str, list[str]]] = [{}]
