@@ -118,7 +118,7 @@ def create_app(settings: Settings) -> Litestar:
             ),
             security=[{"bearer": []}],
         ),
-        # Logging is set up by whoever runs the app (`cortex-core serve`, uvicorn, the tests);
+        # Logging is set up by the program that runs the app (`cortex-core serve`, uvicorn, the tests);
         # Litestar's own logging config would add a queue handler and thread of its own.
         logging_config=None,
     )

@@ -11,13 +11,12 @@ import asyncio
 import json
 import logging
 import os
-import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from realtime.settings import Settings, SettingsError, load_settings, resolve_jwt_secret
+from realtime.settings import Settings, SettingsError, load_settings, mask_url_password, resolve_jwt_secret
 
 logger = logging.getLogger(__name__)
 
@@ -280,7 +279,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _without_password(args: argparse.Namespace) -> str:
     url = getattr(args, "database_url", None) or os.environ.get("CORTEX_DATABASE_URL") or "(default)"
-    return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", url)
+    return mask_url_password(url)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

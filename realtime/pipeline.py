@@ -29,21 +29,21 @@ from realtime.wire import encode_json, message_to_wire
 
 logger = logging.getLogger(__name__)
 
-# A batch that fails on a database error (a locked SQLite file, a dropped PostgreSQL connection) is
-# retried whole, which is safe because it rolled back; after this long its messages fail with
+# A batch that fails on a transient database error (a locked SQLite file, a dropped PostgreSQL
+# connection) rolled back, so it is retried whole. After this long its messages fail with
 # `internal` and are not acknowledged.
 STORE_RETRY_SECONDS = 15.0
 
 
 class StoredMessageSink(Protocol):
-    """Where stored messages go: the gateway's hub delivers them locally and publishes them."""
+    """The receiver of stored messages: the gateway's hub, which delivers them locally and publishes them."""
 
     def message_stored(self, message: Message, message_json: str) -> None: ...
 
 
 @dataclass(slots=True)
 class StoreOutcome:
-    """What happened to one submitted message: a result, or an error that explains the failure."""
+    """The outcome of one submitted message: a result, or the error that explains the failure."""
 
     result: AppendResult | None
     message_json: str | None

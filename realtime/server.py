@@ -98,7 +98,7 @@ def uvicorn_options(settings: Settings) -> dict[str, Any]:
         "ws": "websockets-sansio",
         "ws_max_size": settings.max_frame_bytes,
         # Compression is negotiated per connection, so every subscriber's copy of a message would
-        # be compressed separately; with it off the text serialized once goes out as it is.
+        # be compressed separately. With it off, the text serialized once goes out unchanged.
         "ws_per_message_deflate": settings.ws_compression,
         # uvicorn pings every connection each interval and drops one that has not answered within
         # the timeout, so a dead peer is gone after at most two intervals.

@@ -13,7 +13,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 logger = logging.getLogger(__name__)
 
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./cortex.db"
-# Shortest HS256 key accepted from the environment: RFC 7518 asks for a key at least as long as
+# Shortest HS256 key accepted from the environment: RFC 7518 requires a key at least as long as
 # the hash output (256 bits).
 MIN_JWT_SECRET_BYTES = 32
 
@@ -134,12 +134,17 @@ def load_settings(**overrides: object) -> Settings:
         raise SettingsError("invalid settings: " + "; ".join(problems)) from error
 
 
+def mask_url_password(url: str) -> str:
+    """Return `url` with the password of its user part replaced by ***."""
+    return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", url)
+
+
 def _shown_value(field: str, value: object) -> str:
     """Return a rejected value as an error message may show it: no secret, no password in a URL."""
     if field == "jwt_secret":
         return "a value that is not shown"
     if isinstance(value, str):
-        return repr(re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", value))
+        return repr(mask_url_password(value))
     return repr(value)
 
 

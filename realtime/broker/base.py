@@ -58,8 +58,8 @@ class Broker(abc.ABC):
     """Publish-subscribe between instances.
 
     Delivery through a broker is at-most-once: an event published while the broker is unreachable
-    is lost. The gateway makes up for that from the database, which is why a broker tells it when it
-    has reconnected (``on_resync``): every subscription then compares its last delivered seq with
+    is lost. The gateway makes up for that from the database, so a broker calls it back when it
+    has reconnected (``on_resync``). Every subscription then compares its last delivered seq with
     its conversation's last seq.
     """
 
@@ -94,7 +94,3 @@ class Broker(abc.ABC):
     @abc.abstractmethod
     async def ping(self) -> None:
         """Raise if the broker cannot be reached right now."""
-
-    @property
-    @abc.abstractmethod
-    def connected(self) -> bool: ...

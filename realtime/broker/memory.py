@@ -30,7 +30,3 @@ class MemoryBroker(Broker):
 
     async def ping(self) -> None:
         return None
-
-    @property
-    def connected(self) -> bool:
-        return True

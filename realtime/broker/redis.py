@@ -27,12 +27,14 @@ from realtime.broker.base import CONTROL_CHANNEL, Broker, BrokerEvent, EventKind
 
 logger = logging.getLogger(__name__)
 
-# Events waiting to be published. When Redis is slower than the writers for this long, the oldest
-# are dropped and counted; the subscribers of other instances then fill the gap from the database.
+# Events waiting to be published. When Redis falls this far behind the writers, the oldest are
+# dropped and counted, and the subscribers of other instances fill the gap from the database.
 PUBLISH_QUEUE_MAX = 100_000
 PUBLISH_BATCH_MAX = 512
 RECONNECT_BACKOFF_MIN_SECONDS = 0.1
 RECONNECT_BACKOFF_MAX_SECONDS = 5.0
+# Conversation id of events that concern no conversation (the resync request).
+NO_CONVERSATION = uuid.UUID(int=0)
 
 
 class RedisBroker(Broker):
@@ -83,10 +85,6 @@ class RedisBroker(Broker):
         await self._close_pubsub()
         await self._redis.aclose()
         logger.info("redis broker %s stopped", self.instance_id)
-
-    @property
-    def connected(self) -> bool:
-        return self._listening
 
     async def ping(self) -> None:
         await asyncio.wait_for(self._redis.ping(), timeout=2.0)
@@ -201,8 +199,8 @@ class RedisBroker(Broker):
                 except asyncio.CancelledError:
                     raise
                 except (RedisError, OSError) as error:
-                    # The events are stored; what is lost is only their live delivery to other
-                    # instances, which the resync request below makes up for once Redis is back.
+                    # The events are stored, so only their live delivery to other instances is lost.
+                    # The resync request below makes up for it once Redis is back.
                     self.dropped_publishes += len(batch)
                     if not self._publish_failed:
                         logger.warning("publishing to Redis failed (%s); retrying with backoff", error)
@@ -218,7 +216,7 @@ class RedisBroker(Broker):
                     self._publish_failed = False
                     backoff = RECONNECT_BACKOFF_MIN_SECONDS
                     logger.info("publishing to Redis works again; asking every instance to fill gaps")
-                    resync = BrokerEvent(EventKind.RESYNC, _NIL_UUID, 0, "", self.instance_id)
+                    resync = BrokerEvent(EventKind.RESYNC, NO_CONVERSATION, 0, "", self.instance_id)
                     self._outgoing.appendleft((CONTROL_CHANNEL, resync.encode()))
                     self._outgoing_ready.set()
                     await self._request_resync()
@@ -232,5 +230,3 @@ class RedisBroker(Broker):
         except (RedisError, OSError):
             pass
 
-
-_NIL_UUID = uuid.UUID(int=0)

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from litestar import WebSocket
 
-from persistence.errors import ConflictError, InvalidError, NotFoundError, PersistenceError
+from persistence.errors import NotFoundError, PersistenceError
 from persistence.models import NewMessage, User
 
 from realtime.gateway import frames
@@ -41,8 +41,8 @@ CLOSE_GOING_AWAY = 1001
 CLOSE_INTERNAL_ERROR = 1011
 CLOSE_MESSAGE_TOO_BIG = 1009
 CLOSE_SLOW_CONSUMER = 4408
-# Sends of one connection that may wait for their ack at once; beyond this the reader stops
-# reading, which pushes back on the client through TCP.
+# Sends of one connection that may wait for their ack at once. Beyond this the reader stops
+# reading, so TCP slows the client down.
 MAX_UNACKED_SENDS = 256
 # Largest `metadata` object accepted on a message, as serialized JSON.
 MAX_METADATA_BYTES = 16 * 1024
@@ -75,8 +75,8 @@ class Connection:
         self._outbox: collections.deque[str] = collections.deque()
         self._outbox_max = settings.outbox_max_frames
         self._paced_limit = max(1, self._outbox_max // 2)
-        # The writer task waits on this future while the outbox is empty; a future costs a tenth of
-        # an asyncio.Event, which matters at tens of thousands of idle connections.
+        # The writer task waits on this future while the outbox is empty. A future is far smaller
+        # than an asyncio.Event, which matters at tens of thousands of idle connections.
         self._outbox_ready: asyncio.Future[None] | None = None
         # Created on first use: catch-up waits on it for room in the outbox.
         self._room: asyncio.Event | None = None
@@ -425,8 +425,6 @@ class Connection:
 def _describe_store_error(error: Exception, frame: frames.SendFrame) -> tuple[str, str]:
     if isinstance(error, NotFoundError):
         return frames.NOT_FOUND, f"conversation {frame.conversation_id} not found"
-    if isinstance(error, (InvalidError, ConflictError)):
-        return frames.INVALID, error.detail
     if isinstance(error, PersistenceError):
         return frames.INVALID, error.detail
     return frames.INTERNAL, "the message could not be stored; send it again with the same client_msg_id"

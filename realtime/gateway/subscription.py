@@ -30,7 +30,7 @@ logger = logging.getLogger(__name__)
 
 # Messages read from the database per query while filling a gap.
 FILL_PAGE_SIZE = 200
-# Live message frames kept in hand while a gap is filled; beyond this they are dropped and read
+# Live message frames kept in hand while a gap is filled. Beyond this they are dropped and read
 # from the database instead, so a long catch-up costs bounded memory.
 PENDING_MAX = 1000
 
@@ -60,10 +60,6 @@ class Subscription:
         """Start delivering: first everything up to `last_seq`, then live events in order."""
         self._held = False
         self.fill_to(last_seq)
-
-    @property
-    def filling(self) -> bool:
-        return self._fill_task is not None
 
     def offer(self, seq: int, frame: str) -> None:
         """Deliver a live message frame in seq order: drop a duplicate, fill a gap first."""
