@@ -56,7 +56,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sweep-steps", type=int, default=16, help="maximum number of rising rates per target (default 16)")
     parser.add_argument("--attempts", type=int, default=2, help="steps run at a rate before the sweep counts it as failed (default 2)")
     parser.add_argument("--json-out", type=Path, help="also write the JSON result to this file")
-    parser.add_argument("--profile", type=Path, metavar="DIR", help="write a py-spy flame graph (SVG) of every server process for every step into DIR")
+    parser.add_argument("--profile", type=Path, metavar="DIR", help="write a py-spy profile of every server process for every step into DIR")
+    parser.add_argument("--profile-format", choices=["flamegraph", "raw"], default="flamegraph", help="flamegraph (SVG, the default) or raw (collapsed stacks as text)")
     parser.add_argument("--keep-logs", type=Path, help="directory for server and load-generator logs (default: a temporary one)")
 
 
@@ -219,6 +220,7 @@ def run(args: argparse.Namespace) -> int:
         drain=args.drain,
         loadgens=args.loadgens,
         profile_dir=args.profile,
+        profile_format=args.profile_format,
     )
 
     with tempfile.TemporaryDirectory(prefix="cortex-bench-") as temporary:

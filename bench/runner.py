@@ -42,8 +42,10 @@ class LoadShape:
     warmup: float
     drain: float
     loadgens: int
-    # Where to write a py-spy flame graph of every server process per step; None profiles nothing.
+    # Where to write a py-spy profile of every server process per step; None profiles nothing.
     profile_dir: Path | None = None
+    # py-spy's output format: "flamegraph" (SVG) or "raw" (collapsed stacks, one line per stack).
+    profile_format: str = "flamegraph"
 
     def room_plan(self) -> RoomPlan:
         return RoomPlan(self.clients, self.rooms, self.senders_per_room)
@@ -190,11 +192,12 @@ async def start_profilers(target: RunningTarget, shape: LoadShape, rate: float) 
     shape.profile_dir.mkdir(parents=True, exist_ok=True)
     profilers = []
     for index, server in enumerate(target.servers):
-        output = shape.profile_dir / f"{target.spec.name.replace(':', '-')}-rate{rate:.0f}-process{index}.svg"
+        suffix = "svg" if shape.profile_format == "flamegraph" else "txt"
+        output = shape.profile_dir / f"{target.spec.name.replace(':', '-')}-rate{rate:.0f}-process{index}.{suffix}"
         profilers.append(
             await asyncio.create_subprocess_exec(
                 executable, "record", "--pid", str(server.pid), "--duration", str(max(1, round(shape.duration))),
-                "--rate", "100", "--subprocesses", "--output", str(output),
+                "--rate", "100", "--subprocesses", "--format", shape.profile_format, "--output", str(output),
                 stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
             )
         )
