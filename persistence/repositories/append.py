@@ -1,23 +1,28 @@
 """Appending messages: the seq counters, idempotency and the batch insert, as synchronous steps.
 
-The steps take a synchronous SQLAlchemy `Connection`, so one implementation serves two callers:
-the async repository runs them through `AsyncConnection.run_sync`, and the SQLite batch writer
-runs them on a plain sqlite3 connection in its own thread, one thread hop per batch instead of
-several per statement.
+The order of the steps lives in `BatchAppender`; the statements live in two implementations of
+`AppendSteps`. `CoreSteps` builds them with SQLAlchemy Core on a synchronous `Connection`, which
+the async repository reaches through `AsyncConnection.run_sync`; it serves PostgreSQL.
+`SqliteSteps` runs fixed SQL text on a DB-API cursor. SQLite executes a whole batch in well
+under a millisecond, so there SQLAlchemy's per-statement work (building, caching, result
+processing) was most of the cost of a batch; the batch writer calls `SqliteSteps` on a plain
+sqlite3 connection, and the repository calls it on the connection under its transaction.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import sqlite3
 import uuid
-from collections import Counter, defaultdict
-from collections.abc import Sequence
-from datetime import datetime
-from typing import Any
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime
+from typing import Any, Protocol
 
-from sqlalchemy import Row, and_, case, insert, or_, select, update
+from sqlalchemy import Row, bindparam, insert, select, tuple_, update
 from sqlalchemy.engine import Connection
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from persistence.columns import dump_metadata, load_metadata, sqlite_datetime, utc_now
 from persistence.errors import InvalidError, NotFoundError, PersistenceError
@@ -27,11 +32,6 @@ from persistence.tables import conversations, messages, users
 logger = logging.getLogger(__name__)
 
 IdempotencyKey = tuple[uuid.UUID, str]
-
-SQLITE_INSERT = (
-    "INSERT INTO messages (id, conversation_id, sender_id, seq, content, client_msg_id, "
-    "metadata, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
-)
 
 
 def idempotency_key(message: NewMessage) -> IdempotencyKey | None:
@@ -51,6 +51,8 @@ MESSAGE_COLUMNS = (
     messages.c.client_msg_id,
     messages.c.metadata,
 )
+
+
 def message_from_row(row: Row[Any]) -> Message:
     return Message.model_construct(
         id=row.id,
@@ -64,18 +66,60 @@ def message_from_row(row: Row[Any]) -> Message:
     )
 
 
+class AppendSteps(Protocol):
+    """The statements of an append, for one kind of connection."""
+
+    def find_existing(self, keys: set[IdempotencyKey]) -> dict[IdempotencyKey, Message]:
+        """Return the stored messages that have these (sender_id, client_msg_id) keys."""
+        ...
+
+    def reserve_seqs(self, counts: Counter[uuid.UUID], now: datetime) -> dict[uuid.UUID, int]:
+        """Raise each conversation's counter by its count; return the new values of those found."""
+        ...
+
+    def insert(self, stored: list[Message], now: datetime) -> None: ...
+
+    def sender_exists(self, sender_id: uuid.UUID) -> bool: ...
+
+    def savepoint(self) -> contextlib.AbstractContextManager[None]:
+        """A savepoint that is released on success and rolled back when the block raises."""
+        ...
+
+
 class BatchAppender:
-    """The steps of `MessageRepository.append_batch` for one dialect."""
+    """The steps of `MessageRepository.append_batch`, in order, on top of `AppendSteps`."""
 
     def __init__(self, dialect: str) -> None:
         self.dialect = dialect
 
+    def steps(self, connection: Connection) -> AppendSteps:
+        if self.dialect == "sqlite":
+            return SqliteSteps(connection.connection.dbapi_connection.cursor())  # type: ignore[union-attr]
+        return CoreSteps(connection)
+
+    # Entry points for `AsyncConnection.run_sync`.
+
     def append_together(
         self, connection: Connection, batch: Sequence[NewMessage]
     ) -> list[AppendResult | PersistenceError]:
-        """Store the batch with one SELECT, the counter UPDATEs and one executemany."""
+        with translate_sqlite_errors():
+            return self.together(self.steps(connection), batch)
+
+    def append_one_by_one(
+        self, connection: Connection, batch: Sequence[NewMessage]
+    ) -> list[AppendResult | PersistenceError]:
+        with translate_sqlite_errors():
+            return self.one_by_one(self.steps(connection), batch)
+
+    # The steps.
+
+    def together(
+        self, steps: AppendSteps, batch: Sequence[NewMessage]
+    ) -> list[AppendResult | PersistenceError]:
+        """Store the batch with one idempotency lookup, the counter updates and one executemany."""
         results: list[AppendResult | PersistenceError | None] = [None] * len(batch)
-        stored = self._find_existing(connection, batch)
+        keys = {key for key in map(idempotency_key, batch) if key is not None}
+        stored = steps.find_existing(keys) if keys else {}
 
         # Sort out repeats first: what is left gets a seq.
         first_index: dict[IdempotencyKey, int] = {}
@@ -94,7 +138,7 @@ class BatchAppender:
 
         # Reserve seqs: each conversation's counter rises by its number of new messages.
         counts = Counter(batch[index].conversation_id for index in fresh)
-        last_seqs = self._reserve_seqs_for_batch(connection, counts, utc_now())
+        last_seqs = steps.reserve_seqs(counts, utc_now()) if counts else {}
         next_seq = {
             conversation_id: last_seq - counts[conversation_id] + 1
             for conversation_id, last_seq in last_seqs.items()
@@ -110,15 +154,16 @@ class BatchAppender:
                 results[index] = NotFoundError(f"conversation {message.conversation_id} not found")
                 continue
             next_seq[message.conversation_id] = seq + 1
-            stored_message = self._new_message(message, seq, timestamp)
+            stored_message = _new_message(message, seq, timestamp)
             stored_messages.append(stored_message)
             results[index] = AppendResult.model_construct(message=stored_message, created=True)
 
-        self._insert(connection, stored_messages, timestamp)
-        return self._resolve_repeats(results, repeats)
+        if stored_messages:
+            steps.insert(stored_messages, timestamp)
+        return _resolve_repeats(results, repeats)
 
-    def append_one_by_one(
-        self, connection: Connection, batch: Sequence[NewMessage]
+    def one_by_one(
+        self, steps: AppendSteps, batch: Sequence[NewMessage]
     ) -> list[AppendResult | PersistenceError]:
         """Store each message under its own savepoint, so a failure undoes only that message."""
         results: list[AppendResult | PersistenceError | None] = [None] * len(batch)
@@ -131,124 +176,82 @@ class BatchAppender:
                 continue
             if key is not None:
                 first_index[key] = index
-            results[index] = self._append_alone(connection, message)
-        return self._resolve_repeats(results, repeats)
+            results[index] = self._append_alone(steps, message)
+        return _resolve_repeats(results, repeats)
 
-    def _append_alone(
-        self, connection: Connection, message: NewMessage
-    ) -> AppendResult | PersistenceError:
+    def _append_alone(self, steps: AppendSteps, message: NewMessage) -> AppendResult | PersistenceError:
         key = idempotency_key(message)
         try:
-            with connection.begin_nested():
+            with steps.savepoint():
                 if key is not None:
-                    stored = self._find_existing(connection, [message])
+                    stored = steps.find_existing({key})
                     if key in stored:
                         return AppendResult.model_construct(message=stored[key], created=False)
 
                 now = utc_now()
-                last_seq = self._reserve_seqs(connection, message.conversation_id, 1, now)
+                last_seq = steps.reserve_seqs(Counter({message.conversation_id: 1}), now).get(
+                    message.conversation_id
+                )
                 if last_seq is None:
                     return NotFoundError(f"conversation {message.conversation_id} not found")
-                stored_message = self._new_message(message, last_seq, utc_now())
-                self._insert(connection, [stored_message], now)
+                stored_message = _new_message(message, last_seq, utc_now())
+                steps.insert([stored_message], now)
                 return AppendResult.model_construct(message=stored_message, created=True)
-        except IntegrityError as exc:
-            return self._explain_integrity_error(connection, message, exc)
+        except (IntegrityError, sqlite3.IntegrityError) as exc:
+            return self._explain_integrity_error(steps, message, exc)
 
+    @staticmethod
     def _explain_integrity_error(
-        self, connection: Connection, message: NewMessage, exc: IntegrityError
+        steps: AppendSteps, message: NewMessage, exc: Exception
     ) -> AppendResult | PersistenceError:
         """Turn a failed insert into its result; the savepoint has undone the seq already."""
         key = idempotency_key(message)
         if key is not None:
             # A concurrent writer stored the same client_msg_id and committed first.
-            stored = self._find_existing(connection, [message])
+            stored = steps.find_existing({key})
             if key in stored:
                 return AppendResult.model_construct(message=stored[key], created=False)
-        sender = connection.scalar(select(users.c.id).where(users.c.id == message.sender_id))
-        if sender is None:
+        if not steps.sender_exists(message.sender_id):
             error: PersistenceError = InvalidError(f"sender {message.sender_id} is not a user")
         else:
             error = PersistenceError(
                 f"message for conversation {message.conversation_id} broke a database constraint"
             )
             logger.warning(
-                "append to conversation %s failed: %s", message.conversation_id, exc.orig
+                "append to conversation %s failed: %s",
+                message.conversation_id,
+                getattr(exc, "orig", exc),
             )
         error.__cause__ = exc
         return error
 
-    def _reserve_seqs_for_batch(
-        self, connection: Connection, counts: Counter[uuid.UUID], now: datetime
-    ) -> dict[uuid.UUID, int]:
-        """Raise each conversation's counter by its count; returns the new values of those found.
 
-        SQLite locks the whole database for the write, so one UPDATE covers every conversation.
-        PostgreSQL locks rows, so there it is one UPDATE per conversation, in the order of
-        their ids, so that two batches locking the same conversations cannot deadlock.
-        """
-        if not counts:
-            return {}
-        if self.dialect == "sqlite":
-            increment = case(
-                {conversation_id: count for conversation_id, count in counts.items()},
-                value=conversations.c.id,
-            )
-            rows = connection.execute(
-                update(conversations)
-                .where(conversations.c.id.in_(list(counts)))
-                .values(last_seq=conversations.c.last_seq + increment, updated_at=now)
-                .returning(conversations.c.id, conversations.c.last_seq)
-            )
-            return {row.id: row.last_seq for row in rows}
+class CoreSteps:
+    """The append statements as SQLAlchemy Core, for PostgreSQL (and any other dialect).
 
-        last_seqs = {}
-        for conversation_id in sorted(counts, key=lambda value: value.bytes):
-            last_seq = self._reserve_seqs(connection, conversation_id, counts[conversation_id], now)
-            if last_seq is not None:
-                last_seqs[conversation_id] = last_seq
-        return last_seqs
+    Every statement has one shape whatever the batch holds (the lists are expanding bound
+    parameters), so SQLAlchemy compiles each once and serves it from its cache afterwards.
+    """
 
-    def _reserve_seqs(
-        self, connection: Connection, conversation_id: uuid.UUID, count: int, now: datetime
-    ) -> int | None:
-        """Raise the conversation's counter by `count` and return the new value (None if gone)."""
-        return connection.scalar(
-            update(conversations)
-            .where(conversations.c.id == conversation_id)
-            .values(last_seq=conversations.c.last_seq + count, updated_at=now)
-            .returning(conversations.c.last_seq)
+    _find = select(*MESSAGE_COLUMNS).where(
+        tuple_(messages.c.sender_id, messages.c.client_msg_id).in_(bindparam("keys", expanding=True))
+    )
+    _reserve = (
+        update(conversations)
+        .where(conversations.c.id == bindparam("conversation_id"))
+        .values(
+            last_seq=conversations.c.last_seq + bindparam("count"),
+            updated_at=bindparam("now"),
         )
+        .returning(conversations.c.last_seq)
+    )
+    _sender = select(users.c.id).where(users.c.id == bindparam("sender_id"))
 
-    def _find_existing(
-        self, connection: Connection, batch: Sequence[NewMessage]
-    ) -> dict[IdempotencyKey, Message]:
-        """Look up stored messages with the same (sender_id, client_msg_id) as the batch's."""
-        keys = {key for key in map(idempotency_key, batch) if key is not None}
-        if not keys:
-            return {}
+    def __init__(self, connection: Connection) -> None:
+        self._connection = connection
 
-        by_sender: dict[uuid.UUID, list[str]] = defaultdict(list)
-        for sender_id, client_msg_id in sorted(keys):
-            by_sender[sender_id].append(client_msg_id)
-        # One term per sender, so the unique (sender_id, client_msg_id) index is probed once per
-        # key. A row-value IN would scan that index on SQLite, and two flat IN lists would probe
-        # every sender with every client_msg_id.
-        rows = connection.execute(
-            select(*MESSAGE_COLUMNS).where(
-                messages.c.client_msg_id.is_not(None),
-                or_(
-                    *(
-                        and_(
-                            messages.c.sender_id == sender_id,
-                            messages.c.client_msg_id.in_(client_msg_ids),
-                        )
-                        for sender_id, client_msg_ids in by_sender.items()
-                    )
-                ),
-            )
-        )
-
+    def find_existing(self, keys: set[IdempotencyKey]) -> dict[IdempotencyKey, Message]:
+        rows = self._connection.execute(self._find, {"keys": sorted(keys)})
         found = {}
         for row in rows:
             key = (row.sender_id, row.client_msg_id)
@@ -256,80 +259,183 @@ class BatchAppender:
                 found[key] = message_from_row(row)
         return found
 
-    @staticmethod
-    def _new_message(message: NewMessage, seq: int, timestamp: datetime) -> Message:
-        # NewMessage has validated every field; the rest is assigned here.
-        return Message.model_construct(
-            id=uuid.uuid4(),
-            conversation_id=message.conversation_id,
-            sender_id=message.sender_id,
-            content=message.content,
-            timestamp=timestamp,
-            seq=seq,
-            client_msg_id=message.client_msg_id,
-            metadata=message.metadata,
+    def reserve_seqs(self, counts: Counter[uuid.UUID], now: datetime) -> dict[uuid.UUID, int]:
+        # PostgreSQL locks rows, so the counters are raised one conversation at a time in the
+        # order of their ids: two batches locking the same conversations cannot deadlock.
+        last_seqs = {}
+        for conversation_id in sorted(counts, key=lambda value: value.bytes):
+            last_seq = self._connection.scalar(
+                self._reserve,
+                {"conversation_id": conversation_id, "count": counts[conversation_id], "now": now},
+            )
+            if last_seq is not None:
+                last_seqs[conversation_id] = last_seq
+        return last_seqs
+
+    def insert(self, stored: list[Message], now: datetime) -> None:
+        self._connection.execute(insert(messages), [_row(message, now) for message in stored])
+
+    def sender_exists(self, sender_id: uuid.UUID) -> bool:
+        return self._connection.scalar(self._sender, {"sender_id": sender_id}) is not None
+
+    @contextlib.contextmanager
+    def savepoint(self) -> Iterator[None]:
+        with self._connection.begin_nested():
+            yield
+
+
+# SQLite forms of the columns: ids as 32 hex digits, timestamps as `sqlite_datetime` text and
+# metadata as JSON text, the same storage forms the SQLAlchemy column types produce.
+_SQLITE_FIND = (
+    "SELECT id, conversation_id, sender_id, content, created_at, seq, client_msg_id, metadata "
+    "FROM messages WHERE sender_id = ? AND client_msg_id = ?"
+)
+_SQLITE_RESERVE = "UPDATE conversations SET last_seq = last_seq + ?, updated_at = ? WHERE id = ? RETURNING last_seq"
+_SQLITE_INSERT = (
+    "INSERT INTO messages (id, conversation_id, sender_id, seq, content, client_msg_id, "
+    "metadata, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+_SQLITE_SENDER = "SELECT 1 FROM users WHERE id = ?"
+
+
+class SqliteSteps:
+    """The append statements as fixed SQL text on a DB-API cursor of a SQLite connection.
+
+    SQLite takes the write lock for the whole database, so the counter updates need no ordering.
+    Each statement has one text, so sqlite3 prepares it once per connection and reuses it.
+    """
+
+    def __init__(self, cursor: Any) -> None:
+        self._cursor = cursor
+
+    def find_existing(self, keys: set[IdempotencyKey]) -> dict[IdempotencyKey, Message]:
+        # One probe of the unique (sender_id, client_msg_id) index per key; a statement with a
+        # different number of terms per batch would be prepared again every time.
+        cursor = self._cursor
+        found = {}
+        for sender_id, client_msg_id in keys:
+            cursor.execute(_SQLITE_FIND, (sender_id.hex, client_msg_id))
+            row = cursor.fetchone()
+            if row is not None:
+                found[(sender_id, client_msg_id)] = _message_from_sqlite(row)
+        return found
+
+    def reserve_seqs(self, counts: Counter[uuid.UUID], now: datetime) -> dict[uuid.UUID, int]:
+        cursor = self._cursor
+        updated_at = sqlite_datetime(now)
+        last_seqs = {}
+        for conversation_id, count in counts.items():
+            cursor.execute(_SQLITE_RESERVE, (count, updated_at, conversation_id.hex))
+            row = cursor.fetchone()
+            if row is not None:
+                last_seqs[conversation_id] = row[0]
+        return last_seqs
+
+    def insert(self, stored: list[Message], now: datetime) -> None:
+        updated_at = sqlite_datetime(now)
+        self._cursor.executemany(
+            _SQLITE_INSERT,
+            [
+                (
+                    message.id.hex,
+                    message.conversation_id.hex,
+                    message.sender_id.hex,
+                    message.seq,
+                    message.content,
+                    message.client_msg_id,
+                    dump_metadata(message.metadata),
+                    sqlite_datetime(message.timestamp),
+                    updated_at,
+                )
+                for message in stored
+            ],
         )
 
-    def _insert(
-        self, connection: Connection, stored: list[Message], now: datetime
-    ) -> None:
-        """Insert messages with one executemany."""
-        if not stored:
-            return
-        if self.dialect == "sqlite":
-            # The hot path: parameters in the column types' SQLite storage forms, passed to the
-            # driver directly, skip SQLAlchemy's per-value processing (about a tenth of the
-            # time of a 100-message batch, measured with bench/storage.py).
-            updated_at = sqlite_datetime(now)
-            connection.exec_driver_sql(
-                SQLITE_INSERT,
-                [
-                    (
-                        message.id.hex,
-                        message.conversation_id.hex,
-                        message.sender_id.hex,
-                        message.seq,
-                        message.content,
-                        message.client_msg_id,
-                        dump_metadata(message.metadata),
-                        sqlite_datetime(message.timestamp),
-                        updated_at,
-                    )
-                    for message in stored
-                ],
-            )
-            return
-        connection.execute(insert(messages), [self._row(message, now) for message in stored])
+    def sender_exists(self, sender_id: uuid.UUID) -> bool:
+        self._cursor.execute(_SQLITE_SENDER, (sender_id.hex,))
+        return self._cursor.fetchone() is not None
 
-    @staticmethod
-    def _row(message: Message, now: datetime) -> dict[str, Any]:
-        return {
-            "id": message.id,
-            "conversation_id": message.conversation_id,
-            "sender_id": message.sender_id,
-            "seq": message.seq,
-            "content": message.content,
-            "client_msg_id": message.client_msg_id,
-            "metadata": message.metadata,
-            "created_at": message.timestamp,
-            "updated_at": now,
-        }
+    @contextlib.contextmanager
+    def savepoint(self) -> Iterator[None]:
+        cursor = self._cursor
+        cursor.execute("SAVEPOINT append_one")
+        try:
+            yield
+        except BaseException:
+            cursor.execute("ROLLBACK TO append_one")
+            cursor.execute("RELEASE append_one")
+            raise
+        cursor.execute("RELEASE append_one")
 
 
-    @staticmethod
-    def _resolve_repeats(
-        results: list[AppendResult | PersistenceError | None], repeats: dict[int, int]
-    ) -> list[AppendResult | PersistenceError]:
-        """Give each in-batch repeat of a client_msg_id the outcome of its first occurrence."""
-        for index, first in repeats.items():
-            outcome = results[first]
-            if isinstance(outcome, AppendResult):
-                results[index] = AppendResult.model_construct(message=outcome.message, created=False)
-            else:
-                results[index] = outcome
-        if any(result is None for result in results):
-            raise RuntimeError("append_batch left a message without a result")
-        return [result for result in results if result is not None]
+@contextlib.contextmanager
+def translate_sqlite_errors() -> Iterator[None]:
+    """Raise sqlite3's errors as SQLAlchemy's, as if the statements had gone through SQLAlchemy.
+
+    Callers tell a transient failure (OperationalError: the file is locked or unreachable) from
+    one caused by the data (IntegrityError and other DBAPIErrors) by SQLAlchemy's classes.
+    """
+    try:
+        yield
+    except sqlite3.Error as error:
+        raise DBAPIError.instance(None, None, error, sqlite3.Error) from error
+
+
+def _message_from_sqlite(row: tuple[Any, ...]) -> Message:
+    message_id, conversation_id, sender_id, content, created_at, seq, client_msg_id, metadata = row
+    return Message.model_construct(
+        id=uuid.UUID(message_id),
+        conversation_id=uuid.UUID(conversation_id),
+        sender_id=uuid.UUID(sender_id),
+        content=content,
+        timestamp=datetime.fromisoformat(created_at).replace(tzinfo=UTC),
+        seq=seq,
+        client_msg_id=client_msg_id,
+        metadata=load_metadata(metadata, "messages", message_id),
+    )
+
+
+def _new_message(message: NewMessage, seq: int, timestamp: datetime) -> Message:
+    # NewMessage has validated every field; the rest is assigned here.
+    return Message.model_construct(
+        id=uuid.uuid4(),
+        conversation_id=message.conversation_id,
+        sender_id=message.sender_id,
+        content=message.content,
+        timestamp=timestamp,
+        seq=seq,
+        client_msg_id=message.client_msg_id,
+        metadata=message.metadata,
+    )
+
+
+def _row(message: Message, now: datetime) -> dict[str, Any]:
+    return {
+        "id": message.id,
+        "conversation_id": message.conversation_id,
+        "sender_id": message.sender_id,
+        "seq": message.seq,
+        "content": message.content,
+        "client_msg_id": message.client_msg_id,
+        "metadata": message.metadata,
+        "created_at": message.timestamp,
+        "updated_at": now,
+    }
+
+
+def _resolve_repeats(
+    results: list[AppendResult | PersistenceError | None], repeats: dict[int, int]
+) -> list[AppendResult | PersistenceError]:
+    """Give each in-batch repeat of a client_msg_id the outcome of its first occurrence."""
+    for index, first in repeats.items():
+        outcome = results[first]
+        if isinstance(outcome, AppendResult):
+            results[index] = AppendResult.model_construct(message=outcome.message, created=False)
+        else:
+            results[index] = outcome
+    if any(result is None for result in results):
+        raise RuntimeError("append_batch left a message without a result")
+    return [result for result in results if result is not None]
 
 
 def log_failures(
