@@ -104,15 +104,27 @@ class Database:
     async def append_messages(self, batch: list[NewMessage]) -> list[AppendResult | PersistenceError]:
         """Store a batch of messages in one transaction of its own; see `MessageRepository.append_batch`.
 
-        On a SQLite file the batch goes to a `SqliteBatchWriter` (one thread hop per batch); on
+        On a SQLite file the batch goes to a `SqliteBatchWriter` (a process of its own); on
         PostgreSQL and in-memory SQLite it runs in a unit of work.
         """
-        if self._sqlite_path and self._sqlite_path != ":memory:":
-            if self._batch_writer is None:
-                self._batch_writer = SqliteBatchWriter(self._sqlite_path)
-            return await self._batch_writer.append_batch(batch)
+        writer = self._message_writer()
+        if writer is not None:
+            return await writer.append_batch(batch)
         async with self.unit_of_work() as uow:
             return await uow.messages.append_batch(batch)
+
+    async def start_message_writer(self) -> None:
+        """Start the SQLite writer process now rather than on the first batch (a no-op elsewhere)."""
+        writer = self._message_writer()
+        if writer is not None:
+            await writer.start()
+
+    def _message_writer(self) -> SqliteBatchWriter | None:
+        if not self._sqlite_path or self._sqlite_path == ":memory:":
+            return None
+        if self._batch_writer is None:
+            self._batch_writer = SqliteBatchWriter(self._sqlite_path)
+        return self._batch_writer
 
     async def ping(self) -> None:
         """Run `SELECT 1`. Raises the driver's error when the database cannot be reached."""
@@ -122,7 +134,7 @@ class Database:
     async def dispose(self) -> None:
         if self._batch_writer is not None:
             writer, self._batch_writer = self._batch_writer, None
-            await asyncio.to_thread(writer.close)
+            await writer.close()
         await self.engine.dispose()
 
     async def migrate(self) -> None:

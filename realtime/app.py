@@ -43,6 +43,7 @@ def create_app(settings: Settings) -> Litestar:
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         db = Database(settings.database_url)
         await db.migrate()
+        await db.start_message_writer()
         broker = create_broker(settings)
         hub = Hub(db, broker)
         pipeline = MessagePipeline(

@@ -1,12 +1,12 @@
 """Appending messages: the seq counters, idempotency and the batch insert, as synchronous steps.
 
-The order of the steps lives in `BatchAppender`; the statements live in two implementations of
-`AppendSteps`. `CoreSteps` builds them with SQLAlchemy Core on a synchronous `Connection`, which
-the async repository reaches through `AsyncConnection.run_sync`; it serves PostgreSQL.
-`SqliteSteps` runs fixed SQL text on a DB-API cursor. SQLite executes a whole batch in well
-under a millisecond, so there SQLAlchemy's per-statement work (building, caching, result
-processing) was most of the cost of a batch; the batch writer calls `SqliteSteps` on a plain
-sqlite3 connection, and the repository calls it on the connection under its transaction.
+`BatchAppender` decides the order of the steps, and two implementations of `AppendSteps` run the
+statements. `CoreSteps` builds them with SQLAlchemy Core on a synchronous `Connection`, which
+the async repository reaches through `AsyncConnection.run_sync`. It serves PostgreSQL.
+`SqliteSteps` runs fixed SQL text on a DB-API cursor, because SQLite executes a whole batch in
+well under a millisecond and SQLAlchemy's work per statement (building, caching, result
+processing) was most of the cost of a batch. The SQLite writer process calls `SqliteSteps` on a
+plain sqlite3 connection, and the repository calls it on the connection of its transaction.
 """
 
 from __future__ import annotations
@@ -20,14 +20,14 @@ from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from sqlalchemy import Row, bindparam, insert, select, tuple_, update
+from sqlalchemy import ARRAY, BigInteger, Integer, Row, Uuid, bindparam, insert, select, text, tuple_
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
-from persistence.columns import dump_metadata, load_metadata, sqlite_datetime, utc_now
+from persistence.columns import UtcDateTime, dump_metadata, load_metadata, sqlite_datetime, utc_now
 from persistence.errors import InvalidError, NotFoundError, PersistenceError
 from persistence.models import AppendResult, Message, NewMessage
-from persistence.tables import conversations, messages, users
+from persistence.tables import messages, users
 
 logger = logging.getLogger(__name__)
 
@@ -82,7 +82,7 @@ class AppendSteps(Protocol):
     def sender_exists(self, sender_id: uuid.UUID) -> bool: ...
 
     def savepoint(self) -> contextlib.AbstractContextManager[None]:
-        """A savepoint that is released on success and rolled back when the block raises."""
+        """Open a savepoint, release it when the block succeeds and roll back to it when it raises."""
         ...
 
 
@@ -226,24 +226,36 @@ class BatchAppender:
         return error
 
 
-class CoreSteps:
-    """The append statements as SQLAlchemy Core, for PostgreSQL (and any other dialect).
+# PostgreSQL locks rows, so two batches that lock the same conversations in different orders
+# could deadlock. The MATERIALIZED CTE locks the batch's conversations in id order (the rows are
+# sorted before they are locked) before the UPDATE raises every counter in one statement.
+_POSTGRESQL_RESERVE = (
+    text(
+        "WITH batch AS (SELECT * FROM unnest(CAST(:ids AS uuid[]), CAST(:counts AS integer[])) AS b(id, count)), "
+        "locked AS MATERIALIZED (SELECT c.id FROM conversations AS c "
+        "WHERE c.id IN (SELECT id FROM batch) ORDER BY c.id FOR UPDATE) "
+        "UPDATE conversations AS c SET last_seq = c.last_seq + batch.count, updated_at = :now "
+        "FROM batch WHERE c.id = batch.id AND c.id IN (SELECT id FROM locked) "
+        "RETURNING c.id, c.last_seq"
+    )
+    .bindparams(
+        bindparam("ids", type_=ARRAY(Uuid())),
+        bindparam("counts", type_=ARRAY(Integer())),
+        bindparam("now", type_=UtcDateTime()),
+    )
+    .columns(id=Uuid(), last_seq=BigInteger())
+)
 
-    Every statement has one shape whatever the batch holds (the lists are expanding bound
-    parameters), so SQLAlchemy compiles each once and serves it from its cache afterwards.
+
+class CoreSteps:
+    """The append statements as SQLAlchemy Core, for PostgreSQL.
+
+    Every statement has one shape whatever the batch contains (lists are bound as expanding or
+    array parameters), so SQLAlchemy compiles each once and serves it from its cache afterwards.
     """
 
     _find = select(*MESSAGE_COLUMNS).where(
         tuple_(messages.c.sender_id, messages.c.client_msg_id).in_(bindparam("keys", expanding=True))
-    )
-    _reserve = (
-        update(conversations)
-        .where(conversations.c.id == bindparam("conversation_id"))
-        .values(
-            last_seq=conversations.c.last_seq + bindparam("count"),
-            updated_at=bindparam("now"),
-        )
-        .returning(conversations.c.last_seq)
     )
     _sender = select(users.c.id).where(users.c.id == bindparam("sender_id"))
 
@@ -260,17 +272,11 @@ class CoreSteps:
         return found
 
     def reserve_seqs(self, counts: Counter[uuid.UUID], now: datetime) -> dict[uuid.UUID, int]:
-        # PostgreSQL locks rows, so the counters are raised one conversation at a time in the
-        # order of their ids: two batches locking the same conversations cannot deadlock.
-        last_seqs = {}
-        for conversation_id in sorted(counts, key=lambda value: value.bytes):
-            last_seq = self._connection.scalar(
-                self._reserve,
-                {"conversation_id": conversation_id, "count": counts[conversation_id], "now": now},
-            )
-            if last_seq is not None:
-                last_seqs[conversation_id] = last_seq
-        return last_seqs
+        ids = list(counts)
+        rows = self._connection.execute(
+            _POSTGRESQL_RESERVE, {"ids": ids, "counts": [counts[conversation_id] for conversation_id in ids], "now": now}
+        )
+        return {row.id: row.last_seq for row in rows}
 
     def insert(self, stored: list[Message], now: datetime) -> None:
         self._connection.execute(insert(messages), [_row(message, now) for message in stored])
@@ -309,7 +315,7 @@ class SqliteSteps:
         self._cursor = cursor
 
     def find_existing(self, keys: set[IdempotencyKey]) -> dict[IdempotencyKey, Message]:
-        # One probe of the unique (sender_id, client_msg_id) index per key; a statement with a
+        # One probe of the unique (sender_id, client_msg_id) index per key. A statement with a
         # different number of terms per batch would be prepared again every time.
         cursor = self._cursor
         found = {}

@@ -1,12 +1,19 @@
-"""`Database.append_messages`: the server's write path (a batch writer thread on a SQLite file)."""
+"""`Database.append_messages`: the server's write path (a writer process on a SQLite file)."""
 
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
+import time
 import uuid
+
+import pytest
+from sqlalchemy.exc import OperationalError
 
 from persistence.errors import InvalidError, NotFoundError
 from persistence.models import AppendResult, NewMessage
+from persistence.sqlite_writer import SqliteBatchWriter
 
 
 def new(world, content, *, client_msg_id=None, conversation_id=None, sender_id=None):
@@ -62,3 +69,66 @@ async def test_append_messages_two_databases_stay_gap_free(db, database_factory,
     assert sorted(result.message.seq for result in first + second) == list(range(1, 401))
     for results in (first, second):
         assert [result.message.seq for result in results] == sorted(result.message.seq for result in results)
+
+
+async def test_writer_process_restarts_after_dying(db, world):
+    """A writer process that died is replaced on the next batch, and seqs go on without a gap."""
+    if db.dialect != "sqlite":
+        pytest.skip("the writer process serves SQLite files")
+    writer = SqliteBatchWriter(db.engine.url.database)
+    try:
+        (first,) = await writer.append_batch([new(world, "before")])
+        old_pid = writer.pid
+        os.kill(old_pid, signal.SIGKILL)
+        await asyncio.to_thread(_wait_for_exit, old_pid)
+
+        (second,) = await writer.append_batch([new(world, "after")])
+
+        assert writer.pid != old_pid
+        assert [first.message.seq, second.message.seq] == [1, 2]
+    finally:
+        await writer.close()
+
+
+async def test_writer_process_dying_mid_batch_is_transient(db, world):
+    """A batch whose writer process dies fails with OperationalError, so the pipeline retries it."""
+    if db.dialect != "sqlite":
+        pytest.skip("the writer process serves SQLite files")
+    writer = SqliteBatchWriter(db.engine.url.database)
+    try:
+        await writer.start()
+        pid = writer.pid
+        os.kill(pid, signal.SIGSTOP)
+        pending = asyncio.create_task(writer.append_batch([new(world, "lost with the process", client_msg_id="k")]))
+        await asyncio.sleep(0.2)
+        os.kill(pid, signal.SIGKILL)
+
+        with pytest.raises(OperationalError):
+            await pending
+        (retried,) = await writer.append_batch([new(world, "lost with the process", client_msg_id="k")])
+
+        assert retried.message.seq == 1
+        assert retried.created is True
+    finally:
+        await writer.close()
+
+
+def _wait_for_exit(pid: int) -> None:
+    """Wait until the killed child `pid` is gone (the writer's process object reaps it)."""
+    for _ in range(200):
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        if _is_zombie(pid):
+            return
+        time.sleep(0.01)
+    raise AssertionError(f"process {pid} did not exit")
+
+
+def _is_zombie(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().split()[2] == "Z"
+    except FileNotFoundError:
+        return True
