@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 from persistence import sqlite
 from persistence.errors import PersistenceError
 from persistence.models import AppendResult, NewMessage
-from persistence.sqlite_writer import SqliteBatchWriter
+from persistence.message_writer import MessageWriter
 from persistence.unit_of_work import UnitOfWork
 
 logger = logging.getLogger(__name__)
@@ -67,6 +67,7 @@ class Database:
             parsed = parsed.set(drivername="postgresql+asyncpg")
 
         options: dict[str, Any] = {"echo": echo}
+        self._connect_args = connect_args
         if connect_args:
             options["connect_args"] = connect_args
         if pool_size is not None and not _is_sqlite_memory(parsed.database, backend):
@@ -80,7 +81,7 @@ class Database:
             sqlite.configure_engine(self.engine.sync_engine)
         else:
             self._sqlite_path = None
-        self._batch_writer: SqliteBatchWriter | None = None
+        self._message_writer_process: MessageWriter | None = None
 
     async def __aenter__(self) -> Self:
         return self
@@ -104,8 +105,8 @@ class Database:
     async def append_messages(self, batch: list[NewMessage]) -> list[AppendResult | PersistenceError]:
         """Store a batch of messages in one transaction of its own; see `MessageRepository.append_batch`.
 
-        On a SQLite file the batch goes to a `SqliteBatchWriter` (a process of its own); on
-        PostgreSQL and in-memory SQLite it runs in a unit of work.
+        The batch goes to a `MessageWriter`, a process of its own. An in-memory SQLite database
+        lives in this process only, so there it runs in a unit of work.
         """
         writer = self._message_writer()
         if writer is not None:
@@ -114,17 +115,21 @@ class Database:
             return await uow.messages.append_batch(batch)
 
     async def start_message_writer(self) -> None:
-        """Start the SQLite writer process now rather than on the first batch (a no-op elsewhere)."""
+        """Start the message writer process now rather than on the first batch."""
         writer = self._message_writer()
         if writer is not None:
             await writer.start()
 
-    def _message_writer(self) -> SqliteBatchWriter | None:
-        if not self._sqlite_path or self._sqlite_path == ":memory:":
+    def _message_writer(self) -> MessageWriter | None:
+        if _is_sqlite_memory(self._sqlite_path, self.dialect):
             return None
-        if self._batch_writer is None:
-            self._batch_writer = SqliteBatchWriter(self._sqlite_path)
-        return self._batch_writer
+        if self._message_writer_process is None:
+            self._message_writer_process = self.create_message_writer()
+        return self._message_writer_process
+
+    def create_message_writer(self) -> MessageWriter:
+        """Return a new, unstarted writer process for this database (the caller closes it)."""
+        return MessageWriter(self.url, connect_args=self._connect_args)
 
     async def ping(self) -> None:
         """Run `SELECT 1`. Raises the driver's error when the database cannot be reached."""
@@ -132,8 +137,8 @@ class Database:
             await connection.execute(text("SELECT 1"))
 
     async def dispose(self) -> None:
-        if self._batch_writer is not None:
-            writer, self._batch_writer = self._batch_writer, None
+        if self._message_writer_process is not None:
+            writer, self._message_writer_process = self._message_writer_process, None
             await writer.close()
         await self.engine.dispose()
 

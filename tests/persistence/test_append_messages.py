@@ -1,4 +1,4 @@
-"""`Database.append_messages`: the server's write path (a writer process on a SQLite file)."""
+"""`Database.append_messages`: the server's write path, through the message writer process."""
 
 from __future__ import annotations
 
@@ -13,7 +13,6 @@ from sqlalchemy.exc import OperationalError
 
 from persistence.errors import InvalidError, NotFoundError
 from persistence.models import AppendResult, NewMessage
-from persistence.sqlite_writer import SqliteBatchWriter
 
 
 def new(world, content, *, client_msg_id=None, conversation_id=None, sender_id=None):
@@ -73,9 +72,7 @@ async def test_append_messages_two_databases_stay_gap_free(db, database_factory,
 
 async def test_writer_process_restarts_after_dying(db, world):
     """A writer process that died is replaced on the next batch, and seqs go on without a gap."""
-    if db.dialect != "sqlite":
-        pytest.skip("the writer process serves SQLite files")
-    writer = SqliteBatchWriter(db.engine.url.database)
+    writer = db.create_message_writer()
     try:
         (first,) = await writer.append_batch([new(world, "before")])
         old_pid = writer.pid
@@ -92,9 +89,7 @@ async def test_writer_process_restarts_after_dying(db, world):
 
 async def test_writer_process_dying_mid_batch_is_transient(db, world):
     """A batch whose writer process dies fails with OperationalError, so the pipeline retries it."""
-    if db.dialect != "sqlite":
-        pytest.skip("the writer process serves SQLite files")
-    writer = SqliteBatchWriter(db.engine.url.database)
+    writer = db.create_message_writer()
     try:
         await writer.start()
         pid = writer.pid

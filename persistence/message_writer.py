@@ -1,22 +1,29 @@
-"""The SQLite message writer: a process of its own that stores message batches.
+"""The message writer: a process of its own that stores message batches.
 
-Storing a batch is mostly SQLite's own work: the insert, its indexes, the trigram search index
-and the commit. In the server's process that work ran on the event loop's core, and it took
-about half of that core at 2,500 messages per second. A thread cannot take it elsewhere,
-because the sqlite3 module releases the GIL around every statement and every row, and the
-thread waits to get the GIL back from the busy event loop each time (a batch took 4.8 ms in a
-thread at 1,500 messages per second). A child process has its own interpreter and GIL, so the
-event loop only sends the batch and reads the results, about 50 microseconds per batch.
+Storing a batch takes work that does not have to run on the server's event loop, and that the
+loop cannot afford under load:
+- SQLite: the insert, its indexes, the trigram search index and the commit took about half of
+  the loop's core at 2,500 messages per second. A thread cannot take that work elsewhere,
+  because the sqlite3 module releases the GIL around every statement and every row, and the
+  thread waits to get it back from the busy loop each time (a batch took 4.8 ms in a thread at
+  1,500 messages per second).
+- PostgreSQL: each statement of the batch's transaction is a round trip, and on a busy loop
+  every reply waits its turn among the frames being sent. A batch took 20 to 30 ms at 1,000
+  messages per second with the server's CPU half idle.
 
-The child runs the same append steps as the repository (`BatchAppender` with `SqliteSteps`) on
-a plain sqlite3 connection. Batches go one at a time over a pipe. The parent sends the batch's
-fields as tuples, and the child replies with one result per message or with the error that
-failed the whole batch. A transient error (a lock held longer than the busy timeout, a child
-that died) reaches the caller as SQLAlchemy's OperationalError, so the caller retries as it
-would on any other database. A child that died is started again on the next batch.
+A child process has its own interpreter, GIL and event loop. The server's loop only sends the
+batch and reads the results, about 50 microseconds per batch. The child stores the batch as the
+repository would: on SQLite with `BatchAppender` and `SqliteSteps` on a plain sqlite3
+connection (sqlite3 directly rather than SQLAlchemy, because there the library's work per
+statement cost more than SQLite's own), on PostgreSQL with `MessageRepository.append_batch` in
+a unit of work.
 
-This module uses sqlite3 directly rather than SQLAlchemy because the hot path is where the
-library's overhead was measured to dominate (docs/benchmarks.md).
+Batches go one at a time over a pipe. The parent sends the batch's fields as tuples, and the
+child replies with one result per message or with the error that failed the whole batch. A
+transient error (a lock held past the busy timeout, a lost connection, a child that died)
+reaches the caller as SQLAlchemy's OperationalError, and an error caused by the data as
+SQLAlchemy's DatabaseError, so the caller handles them as it would without the child. A child
+that died is started again on the next batch.
 """
 
 from __future__ import annotations
@@ -32,7 +39,8 @@ from multiprocessing.connection import Connection as Pipe
 from multiprocessing.process import BaseProcess
 from typing import Any
 
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DatabaseError, DBAPIError, InterfaceError, OperationalError
 
 from persistence import errors
 from persistence.errors import PersistenceError
@@ -50,17 +58,22 @@ STOP_TIMEOUT_SECONDS = 10.0
 # The wire format between the processes.
 # Parent to child: a list of (conversation_id bytes, sender_id bytes, content, client_msg_id,
 # metadata) tuples, one per message, or None to stop.
-# Child to parent: ("ok", results) with one tuple per message, or ("failed", class name, text).
-# A result is ("new", id bytes, seq, timestamp) for a stored message, ("old", the stored
-# message's fields) for a repeated client_msg_id, or ("error", class name, detail).
+# Child to parent: ("ok", results) with one tuple per message, or ("failed", kind, text) where
+# kind is "transient", "data" or "bug". A result is ("new", id bytes, seq, timestamp) for a
+# stored message, ("old", the stored message's fields) for a repeated client_msg_id, or
+# ("error", PersistenceError class name, detail).
 NewFields = tuple[bytes, bytes, str, str | None, dict[str, Any]]
+Reply = tuple[Any, ...]
 
 
-class SqliteBatchWriter:
-    """Appends message batches to a SQLite file through a writer process, one batch at a time."""
+class MessageWriter:
+    """Appends message batches through a writer process, one batch at a time."""
 
-    def __init__(self, database_path: str) -> None:
-        self._path = database_path
+    def __init__(self, database_url: str, *, connect_args: dict[str, Any] | None = None) -> None:
+        # The URL may hold a password: it goes to the child as an argument and is never logged.
+        self._url = database_url
+        # Passed to the driver in the child, as `Database` takes them.
+        self._connect_args = connect_args
         self._process: BaseProcess | None = None
         self._pipe: Pipe | None = None
         self._lock = asyncio.Lock()
@@ -88,11 +101,11 @@ class SqliteBatchWriter:
                 pipe.send(fields)
                 reply = await self._receive(pipe)
             except (EOFError, OSError) as error:
-                # The batch may or may not have committed; a retry stores it again unless the
+                # The batch may or may not have committed. A retry stores it again unless the
                 # messages carry a client_msg_id.
-                logger.error("the SQLite writer process stopped during a batch (%s); restarting it", error)
+                logger.error("the message writer process stopped during a batch (%s); restarting it", error)
                 await asyncio.to_thread(self._stop_process)
-                raise _transient(f"the SQLite writer process stopped: {error}") from error
+                raise _rebuild_error("transient", f"the message writer process stopped: {error}") from error
         if reply[0] == "failed":
             raise _rebuild_error(reply[1], reply[2])
         results = [_rebuild_result(message, result) for message, result in zip(batch, reply[1], strict=True)]
@@ -112,9 +125,7 @@ class SqliteBatchWriter:
         # spawn: a fresh interpreter, rather than a fork of a process with an event loop and threads.
         context = multiprocessing.get_context("spawn")
         parent_end, child_end = context.Pipe(duplex=True)
-        process = context.Process(
-            target=_serve, args=(child_end, self._path), name="cortex-sqlite-writer", daemon=True
-        )
+        process = context.Process(target=_serve, args=(child_end, self._url, self._connect_args), name="cortex-message-writer", daemon=True)
         process.start()
         child_end.close()
         self._process, self._pipe = process, parent_end
@@ -122,15 +133,15 @@ class SqliteBatchWriter:
             reply = await asyncio.wait_for(self._receive(parent_end), START_TIMEOUT_SECONDS)
         except (TimeoutError, EOFError, OSError) as error:
             await asyncio.to_thread(self._stop_process)
-            raise _transient(f"the SQLite writer process did not start: {error!r}") from error
+            raise _rebuild_error("transient", f"the message writer process did not start: {error!r}") from error
         if reply[0] == "failed":
             await asyncio.to_thread(self._stop_process)
             raise _rebuild_error(reply[1], reply[2])
-        logger.info("SQLite writer process %d started", process.pid)
+        logger.info("message writer process %d started", process.pid)
         return parent_end
 
     @staticmethod
-    async def _receive(pipe: Pipe) -> Any:
+    async def _receive(pipe: Pipe) -> Reply:
         """Wait until the pipe is readable without blocking the event loop, then read a reply."""
         loop = asyncio.get_running_loop()
         while not pipe.poll():
@@ -159,12 +170,12 @@ class SqliteBatchWriter:
         if process is not None:
             process.join(STOP_TIMEOUT_SECONDS)
             if process.is_alive():
-                logger.error("the SQLite writer process %d did not exit; killing it", process.pid)
+                logger.error("the message writer process %d did not exit; killing it", process.pid)
                 process.kill()
                 process.join()
 
 
-def _rebuild_result(message: NewMessage, result: tuple[Any, ...]) -> AppendResult | PersistenceError:
+def _rebuild_result(message: NewMessage, result: Reply) -> AppendResult | PersistenceError:
     kind = result[0]
     if kind == "new":
         _, message_id, seq, timestamp = result
@@ -188,16 +199,17 @@ def _rebuild_result(message: NewMessage, result: tuple[Any, ...]) -> AppendResul
     return error_class(detail)
 
 
-def _rebuild_error(class_name: str, text: str) -> Exception:
-    """Turn a batch failure reported by the child into the exception SQLAlchemy would raise."""
-    sqlite_class = getattr(sqlite3, class_name, None)
-    if isinstance(sqlite_class, type) and issubclass(sqlite_class, sqlite3.Error):
-        return DBAPIError.instance(None, None, sqlite_class(text), sqlite3.Error)
-    return RuntimeError(f"the SQLite writer process failed: {class_name}: {text}")
+def _rebuild_error(kind: str, text: str) -> Exception:
+    """Turn a batch failure reported by the child into the exception the caller expects."""
+    if kind == "transient":
+        return OperationalError(None, None, _ChildError(text))
+    if kind == "data":
+        return DatabaseError(None, None, _ChildError(text))
+    return RuntimeError(f"the message writer process failed: {text}")
 
 
-def _transient(text: str) -> OperationalError:
-    return OperationalError(None, None, sqlite3.OperationalError(text))
+class _ChildError(Exception):
+    """The database error the writer process reported, as its text."""
 
 
 def _message_fields(message: Message) -> tuple[Any, ...]:
@@ -224,39 +236,88 @@ def _message_from_fields(fields: tuple[Any, ...]) -> Message:
 # The child process
 
 
-def _serve(pipe: Pipe, path: str) -> None:
+def _serve(pipe: Pipe, url: str, connect_args: dict[str, Any] | None) -> None:
     """Store batches from `pipe` until it sends None or closes."""
     # The parent decides when to stop: after SIGINT or SIGTERM it drains the pipeline first,
     # and this process must still be there to store what drains.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    parsed = make_url(url)
     try:
-        connection = _connect(path)
+        if parsed.get_backend_name() == "sqlite":
+            _serve_sqlite(pipe, parsed.database or "")
+        else:
+            asyncio.run(_serve_database(pipe, url, connect_args))
+    except (BrokenPipeError, ConnectionResetError, EOFError):
+        return  # the parent has gone
+
+
+def _serve_sqlite(pipe: Pipe, path: str) -> None:
+    try:
+        connection = _connect_sqlite(path)
     except sqlite3.Error as error:
-        pipe.send(("failed", type(error).__name__, str(error)))
+        pipe.send(("failed", "transient", f"opening {path} failed: {error}"))
         return
     pipe.send(("ok", []))
     steps = SqliteSteps(connection.cursor())
     appender = BatchAppender("sqlite")
     try:
-        while True:
+        while (batch := _next_batch(pipe)) is not None:
             try:
-                fields = pipe.recv()
-            except EOFError:
-                return  # the parent has gone
-            if fields is None:
-                return
-            pipe.send(_store(connection, steps, appender, fields))
-    except (BrokenPipeError, ConnectionResetError):
-        return  # the parent has gone
+                results = _append_sqlite(connection, steps, appender, batch)
+            except sqlite3.OperationalError as error:
+                pipe.send(("failed", "transient", str(error)))
+            except sqlite3.Error as error:
+                pipe.send(("failed", "data", str(error)))
+            except Exception as error:  # reported to the parent, which fails the batch with it
+                pipe.send(("failed", "bug", repr(error)))
+            else:
+                pipe.send(("ok", [_result_fields(result) for result in results]))
     finally:
         connection.close()
 
 
-def _store(
-    connection: sqlite3.Connection, steps: SqliteSteps, appender: BatchAppender, fields: list[NewFields]
-) -> tuple[Any, ...]:
-    batch = [
+async def _serve_database(pipe: Pipe, url: str, connect_args: dict[str, Any] | None) -> None:
+    # Imported here: the parent imports this module from persistence.database.
+    from persistence.database import Database
+
+    db = Database(url, pool_size=1, connect_args=connect_args)
+    try:
+        try:
+            await db.ping()
+        except (DBAPIError, OSError) as error:
+            pipe.send(("failed", "transient", f"connecting to the database failed: {error}"))
+            return
+        pipe.send(("ok", []))
+        # Waiting on the pipe blocks this process's event loop, which has nothing else to do.
+        while (batch := _next_batch(pipe)) is not None:
+            pipe.send(await _append_database(db, batch))
+    finally:
+        await db.dispose()
+
+
+async def _append_database(db: Any, batch: list[NewMessage]) -> Reply:
+    try:
+        async with db.unit_of_work() as uow:
+            results = await uow.messages.append_batch(batch)
+    except (OperationalError, InterfaceError, OSError) as error:
+        return ("failed", "transient", str(error))
+    except DBAPIError as error:
+        return ("failed", "data", str(error))
+    except Exception as error:  # reported to the parent, which fails the batch with it
+        return ("failed", "bug", repr(error))
+    return ("ok", [_result_fields(result) for result in results])
+
+
+def _next_batch(pipe: Pipe) -> list[NewMessage] | None:
+    """Read the next batch, or None when the parent asks to stop or has gone."""
+    try:
+        fields: list[NewFields] | None = pipe.recv()
+    except EOFError:
+        return None
+    if fields is None:
+        return None
+    return [
         NewMessage.model_construct(
             conversation_id=uuid.UUID(bytes=conversation_id),
             sender_id=uuid.UUID(bytes=sender_id),
@@ -266,16 +327,9 @@ def _store(
         )
         for conversation_id, sender_id, content, client_msg_id, metadata in fields
     ]
-    try:
-        results = _append(connection, steps, appender, batch)
-    except sqlite3.Error as error:
-        return ("failed", type(error).__name__, str(error))
-    except Exception as error:  # reported to the parent, which fails the batch with it
-        return ("failed", type(error).__name__, repr(error))
-    return ("ok", [_result_fields(result) for result in results])
 
 
-def _append(
+def _append_sqlite(
     connection: sqlite3.Connection, steps: SqliteSteps, appender: BatchAppender, batch: list[NewMessage]
 ) -> list[AppendResult | PersistenceError]:
     """Store the batch in one transaction; on a constraint failure, message by message."""
@@ -295,7 +349,7 @@ def _append(
     return results
 
 
-def _result_fields(result: AppendResult | PersistenceError) -> tuple[Any, ...]:
+def _result_fields(result: AppendResult | PersistenceError) -> Reply:
     if isinstance(result, PersistenceError):
         return ("error", type(result).__name__, result.detail)
     message = result.message
@@ -304,7 +358,7 @@ def _result_fields(result: AppendResult | PersistenceError) -> tuple[Any, ...]:
     return ("old", _message_fields(message))
 
 
-def _connect(path: str) -> sqlite3.Connection:
+def _connect_sqlite(path: str) -> sqlite3.Connection:
     # The driver's autocommit mode (isolation_level None) lets the writer issue BEGIN itself.
     connection = sqlite3.connect(path, isolation_level=None)
     connection.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
@@ -314,4 +368,4 @@ def _connect(path: str) -> sqlite3.Connection:
     return connection
 
 
-__all__ = ["SqliteBatchWriter"]
+__all__ = ["MessageWriter"]
