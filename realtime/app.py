@@ -16,13 +16,14 @@ from litestar import Litestar
 from litestar.middleware.rate_limit import RateLimitConfig
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Components, SecurityScheme
+from litestar.types import LifeSpanReceive, LifeSpanScope, LifeSpanSend, Receive, Scope, Send
 
 from persistence.database import Database
 
 from realtime.api import AUTH_MIDDLEWARE, EXCEPTION_HANDLERS, ROUTE_HANDLERS, request_max_body_size
 from realtime.auth.tokens import TokenService
 from realtime.broker import Broker, MemoryBroker, RedisBroker
-from realtime.gateway.handler import gateway
+from realtime.gateway.handler import GATEWAY_PATH, gateway, serve_gateway
 from realtime.gateway.hub import Hub
 from realtime.pipeline import MessagePipeline
 from realtime.settings import Settings, load_settings, resolve_jwt_secret
@@ -34,6 +35,24 @@ def create_broker(settings: Settings) -> Broker:
     if settings.redis_url:
         return RedisBroker(settings.redis_url)
     return MemoryBroker()
+
+
+class CortexApp(Litestar):
+    """Litestar, with WebSockets on the gateway path served straight from the ASGI scope.
+
+    Litestar's routing and middleware are skipped for them (see ``realtime.gateway.handler``), so
+    app-level middleware, guards and hooks do not apply to the gateway. Everything else goes
+    through Litestar, including a gateway request on a path that Litestar routes to ``/ws``
+    (``/ws/``), which the ``gateway`` route serves with the same code.
+    """
+
+    async def __call__(
+        self, scope: Scope | LifeSpanScope, receive: Receive | LifeSpanReceive, send: Send | LifeSpanSend
+    ) -> None:
+        if scope["type"] == "websocket" and scope["path"] == GATEWAY_PATH:
+            await serve_gateway(self.state, scope, receive, send)  # type: ignore[arg-type]
+            return
+        await super().__call__(scope, receive, send)
 
 
 def create_app(settings: Settings) -> Litestar:
@@ -99,7 +118,7 @@ def create_app(settings: Settings) -> Litestar:
         )
         middleware.insert(0, rate_limit.middleware)
 
-    app = Litestar(
+    app = CortexApp(
         route_handlers=[*ROUTE_HANDLERS, gateway],
         exception_handlers=EXCEPTION_HANDLERS,
         middleware=middleware,

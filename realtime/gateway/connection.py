@@ -20,7 +20,7 @@ from collections.abc import Coroutine
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
-from litestar import WebSocket
+from litestar.types import Receive, Send
 
 from persistence.errors import NotFoundError, PersistenceError
 from persistence.models import NewMessage, User
@@ -61,7 +61,16 @@ def _contains_nul(value: Any) -> bool:
 class Connection:
     """The server side of one authenticated WebSocket."""
 
-    def __init__(self, socket: WebSocket, user: User, hub: Hub, settings: Settings) -> None:
+    # Slots, and the outbox, task set and semaphore created on first use, keep an idle
+    # connection small: tens of thousands of them share one process.
+    __slots__ = (
+        "session_id", "user_id", "user_name", "hub", "settings", "subscriptions", "visible",
+        "_receive", "_send", "_outbox", "_outbox_max", "_paced_limit", "_outbox_ready", "_room", "_tasks",
+        "_writer", "_active", "_closing", "_unacked", "_rate", "_bucket", "_bucket_updated",
+    )
+
+    def __init__(self, receive: Receive, send: Send, user: User, hub: Hub, settings: Settings) -> None:
+        """Serve an accepted WebSocket through its ASGI `receive` and `send` callables."""
         self.session_id = uuid.uuid4().hex
         # Only the id and name are kept: the user model would cost about 1 KB per idle connection.
         self.user_id = user.user_id
@@ -71,8 +80,10 @@ class Connection:
         self.subscriptions: dict[uuid.UUID, Subscription] = {}
         # Conversations this user was found to see; checked once, dropped on a membership change.
         self.visible: set[uuid.UUID] = set()
-        self._socket = socket
-        self._outbox: collections.deque[str] = collections.deque()
+        self._receive = receive
+        self._send = send
+        # Frames waiting for the writer; None while nothing was queued yet.
+        self._outbox: collections.deque[str] | None = None
         self._outbox_max = settings.outbox_max_frames
         self._paced_limit = max(1, self._outbox_max // 2)
         # The writer task waits on this future while the outbox is empty. A future is far smaller
@@ -80,10 +91,15 @@ class Connection:
         self._outbox_ready: asyncio.Future[None] | None = None
         # Created on first use: catch-up waits on it for room in the outbox.
         self._room: asyncio.Event | None = None
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._tasks: set[asyncio.Task[Any]] | None = None
+        # The writer task runs while frames are queued. The hub ends it through release_idle_writer
+        # once nothing was queued for a whole check interval.
         self._writer: asyncio.Task[None] | None = None
+        # Whether a frame was queued since the last release_idle_writer call.
+        self._active = False
         self._closing = False
-        self._unacked = asyncio.Semaphore(MAX_UNACKED_SENDS)
+        # Created by the first send: bounds the sends waiting for their ack.
+        self._unacked: asyncio.Semaphore | None = None
         self._rate = settings.rate_limit_messages_per_second
         self._bucket = 2 * self._rate
         self._bucket_updated = time.monotonic()
@@ -94,21 +110,30 @@ class Connection:
         """Queue a frame; a full outbox closes the connection as a slow consumer."""
         if self._closing:
             return
-        if len(self._outbox) >= self._outbox_max:
+        outbox = self._outbox
+        if outbox is None:
+            outbox = self._outbox = collections.deque()
+        elif len(outbox) >= self._outbox_max:
             logger.warning(
                 "connection %s of user %s: outbox full (%d frames), closing as a slow consumer",
                 self.session_id, self.user_id, self._outbox_max,
             )
             self._close_now(CLOSE_SLOW_CONSUMER, "outbox full: the client is not reading fast enough")
             return
-        self._outbox.append(frame)
+        outbox.append(frame)
         self._wake_writer()
 
     def push_droppable(self, frame: str) -> None:
         """Queue an ephemeral frame (typing) only while the outbox is under half full."""
-        if not self._closing and len(self._outbox) < self._paced_limit:
-            self._outbox.append(frame)
-            self._wake_writer()
+        if self._closing:
+            return
+        outbox = self._outbox
+        if outbox is None:
+            outbox = self._outbox = collections.deque()
+        elif len(outbox) >= self._paced_limit:
+            return
+        outbox.append(frame)
+        self._wake_writer()
 
     async def push_paced(self, frame: str) -> None:
         """Queue a catch-up frame, waiting for room instead of overflowing the outbox.
@@ -116,7 +141,7 @@ class Connection:
         A client that takes no frame at all for ``slow_consumer_seconds`` while catch-up frames
         wait is not reading, and is closed with 4408 like one whose outbox overflowed.
         """
-        while len(self._outbox) >= self._paced_limit:
+        while self._outbox is not None and len(self._outbox) >= self._paced_limit:
             if self._closing:
                 raise ConnectionClosing
             if self._room is None:
@@ -133,12 +158,32 @@ class Connection:
                 raise ConnectionClosing from None
         if self._closing:
             raise ConnectionClosing
+        if self._outbox is None:
+            self._outbox = collections.deque()
         self._outbox.append(frame)
         self._wake_writer()
 
     def _wake_writer(self) -> None:
+        self._active = True
+        if self._writer is None:
+            self._writer = asyncio.create_task(self._write_loop(), name=f"writer-{self.session_id}")
+            return
         waiter = self._outbox_ready
         if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def release_idle_writer(self) -> None:
+        """End the writer task and drop the empty outbox if nothing was queued since the last call.
+
+        The hub calls this periodically, so an idle connection keeps no task, future or deque. The
+        next queued frame starts a new writer. A writer started for every burst instead cost about
+        6% of server CPU under fan-out load (`python -m bench fanout`, docs/benchmarks.md).
+        """
+        if self._active:
+            self._active = False
+            return
+        waiter = self._outbox_ready
+        if waiter is not None and not waiter.done() and not self._outbox:
             waiter.set_result(None)
 
     def _make_room(self) -> None:
@@ -146,24 +191,33 @@ class Connection:
             self._room.set()
 
     async def _write_loop(self) -> None:
-        send = self._socket.send
+        send = self._send
+        # Set by the push that started this writer; it stays the same object until the writer ends.
         outbox = self._outbox
+        assert outbox is not None
         loop = asyncio.get_running_loop()
         while True:
-            while not outbox:
-                self._outbox_ready = loop.create_future()
-                await self._outbox_ready
-            self._outbox_ready = None
             while outbox:
                 frame = outbox.popleft()
                 if len(outbox) < self._paced_limit:
                     self._make_room()
                 await send({"type": "websocket.send", "text": frame})
+            self._outbox_ready = waiter = loop.create_future()
+            await waiter
+            self._outbox_ready = None
+            if not outbox:
+                # Only release_idle_writer wakes the writer with nothing queued. The next push
+                # starts a new writer.
+                self._writer = None
+                self._outbox = None
+                return
 
     # Tasks and closing
 
     def start_task(self, coroutine: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
         task = asyncio.create_task(coroutine, name=f"{name}-{self.session_id}")
+        if self._tasks is None:
+            self._tasks = set()
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return task
@@ -177,7 +231,8 @@ class Connection:
             return
         self._closing = True
         self._make_room()
-        self._outbox.clear()
+        if self._outbox is not None:
+            self._outbox.clear()
         if self._writer is not None:
             self._writer.cancel()
         self.start_task(self._send_close(code, reason), "close")
@@ -197,7 +252,7 @@ class Connection:
 
     async def _send_close(self, code: int, reason: str) -> None:
         try:
-            await self._socket.send({"type": "websocket.close", "code": code, "reason": reason})
+            await self._send({"type": "websocket.close", "code": code, "reason": reason})
         except Exception as error:  # the client may be gone already; nothing more to do
             logger.debug("connection %s: close %d not sent: %s", self.session_id, code, error)
 
@@ -206,13 +261,12 @@ class Connection:
     async def run(self) -> None:
         """Serve the connection until the client or the server closes it."""
         self.hub.register(self)
-        self._writer = asyncio.create_task(self._write_loop(), name=f"writer-{self.session_id}")
         self.push(frames.ready_frame(self.session_id, self.user_id, self.user_name))
         logger.info("connection %s opened for user %s", self.session_id, self.user_id)
         close_code: int | None = None
         try:
             while True:
-                event = await self._socket.receive()
+                event = await self._receive()
                 if event["type"] == "websocket.disconnect":
                     close_code = event.get("code")
                     break
@@ -245,7 +299,7 @@ class Connection:
         for subscription in list(self.subscriptions.values()):
             await self.hub.remove_subscription(subscription)
         self.subscriptions.clear()
-        tasks = [task for task in self._tasks if task.get_name().startswith("fill-")]
+        tasks = [task for task in self._tasks or () if task.get_name().startswith("fill-")]
         if self._writer is not None:
             tasks.append(self._writer)
         for task in tasks:
@@ -388,6 +442,8 @@ class Connection:
             client_msg_id=frame.client_msg_id,
             metadata=metadata,
         )
+        if self._unacked is None:
+            self._unacked = asyncio.Semaphore(MAX_UNACKED_SENDS)
         await self._unacked.acquire()
         pipeline = self.hub.pipeline
         if pipeline is None:
@@ -396,7 +452,7 @@ class Connection:
         await pipeline.enqueue(message, partial(self._on_stored, frame))
 
     def _on_stored(self, frame: frames.SendFrame, outcome: StoreOutcome) -> None:
-        self._unacked.release()
+        self._unacked.release()  # type: ignore[union-attr]  # created by _handle_send
         if outcome.error is not None:
             self.push(frames.error_frame(*_describe_store_error(outcome.error, frame), frame.ref))
             return

@@ -28,6 +28,10 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+# Seconds between checks for idle writer tasks. A connection with nothing queued for one to two
+# intervals ends its writer task (see Connection.release_idle_writer).
+WRITER_IDLE_CHECK_SECONDS = 2.0
+
 
 class Hub:
     """Local connections, local subscriptions per conversation, and the bridge to the broker."""
@@ -41,6 +45,7 @@ class Hub:
         self._subscribers: dict[uuid.UUID, set[Subscription]] = {}
         self.closing = False
         self._sweeper: asyncio.Task[None] | None = None
+        self._idle_writer_check: asyncio.Task[None] | None = None
         broker.set_handlers(self.on_broker_event, self.resync)
 
     def start_sweeping(self, interval_seconds: float) -> None:
@@ -48,13 +53,22 @@ class Hub:
         self._sweeper = asyncio.create_task(self._sweep_loop(interval_seconds), name="lost-event-sweeper")
 
     async def stop_sweeping(self) -> None:
-        if self._sweeper is not None:
-            self._sweeper.cancel()
-            try:
-                await self._sweeper
-            except asyncio.CancelledError:
-                pass
-            self._sweeper = None
+        """Stop the lost-event sweeper and the idle writer check."""
+        for task in (self._sweeper, self._idle_writer_check):
+            if task is not None:
+                task.cancel()
+                try:
+                    await task
+                except asyncio.CancelledError:
+                    pass
+        self._sweeper = None
+        self._idle_writer_check = None
+
+    async def _release_idle_writers(self) -> None:
+        while True:
+            await asyncio.sleep(WRITER_IDLE_CHECK_SECONDS)
+            for connection in list(self.connections.values()):
+                connection.release_idle_writer()
 
     async def _sweep_loop(self, interval_seconds: float) -> None:
         """Fill subscriptions that are still behind a seq stored one interval ago.
@@ -86,6 +100,8 @@ class Hub:
     # Connections and subscriptions
 
     def register(self, connection: Connection) -> None:
+        if self._idle_writer_check is None and not self.closing:
+            self._idle_writer_check = asyncio.create_task(self._release_idle_writers(), name="idle-writer-check")
         self.connections[connection.session_id] = connection
         self._by_user[connection.user_id].add(connection)
 

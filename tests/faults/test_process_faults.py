@@ -185,3 +185,26 @@ async def test_heartbeat_drops_client_that_never_answers_pings(start_server: Cal
     assert close_code in (1011, None)
     assert (await lively.expect("pong"))["ref"] == "alive"
     await lively.close()
+
+
+async def test_sigterm_closes_idle_connection_with_1001(start_server: Callable[..., ServerProcess]) -> None:
+    """A connection whose writer task ended while idle is still closed with 1001 on SIGTERM."""
+    from realtime.gateway.hub import WRITER_IDLE_CHECK_SECONDS
+
+    server = start_server()
+    alice = new_user(server, "alice")
+    conversation_id = new_conversation(server, alice, [alice])
+    client = await ChatClient.connect(server, alice)
+    await client.subscribe(conversation_id)
+    await asyncio.sleep(2 * WRITER_IDLE_CHECK_SECONDS + 0.5)
+
+    server.process.send_signal(15)
+    try:
+        while True:
+            await client.recv(15)
+    except websockets.ConnectionClosed as closed:
+        close_code = closed.rcvd.code if closed.rcvd else None
+    exit_code = await asyncio.to_thread(server.process.wait, 15)
+    server.process = None
+    assert close_code == 1001
+    assert exit_code == 0

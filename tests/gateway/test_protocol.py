@@ -384,3 +384,28 @@ async def test_subscribe_twice_answers_subscribed_again(server: ServerProcess) -
     assert ack["message"]["seq"] == 2
     await client.close()
 
+
+async def test_delivery_after_idle_writer_ends(server: ServerProcess) -> None:
+    """A connection idle long enough to lose its writer task still gets acks and messages, in order."""
+    from realtime.gateway.hub import WRITER_IDLE_CHECK_SECONDS
+
+    alice, bob = new_user(server, "alice"), new_user(server, "bob")
+    conversation_id = new_conversation(server, alice, [alice, bob])
+    sender = await ChatClient.connect(server, alice)
+    receiver = await ChatClient.connect(server, bob)
+    await sender.subscribe(conversation_id)
+    await receiver.subscribe(conversation_id)
+
+    for round_index in range(2):
+        # Two check intervals and a margin: the first check only clears the activity flag.
+        await asyncio.sleep(2 * WRITER_IDLE_CHECK_SECONDS + 0.5)
+        for index in range(3):
+            content = f"round {round_index} message {index}"
+            await sender.send_message(conversation_id, content, client_msg_id=f"i-{round_index}-{index}")
+        acked = await sender.messages(3)
+        delivered = await receiver.messages(3)
+        expected = [f"round {round_index} message {index}" for index in range(3)]
+        assert [message["content"] for message in acked] == expected
+        assert [message["content"] for message in delivered] == expected
+    await sender.close()
+    await receiver.close()
