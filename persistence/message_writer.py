@@ -33,6 +33,7 @@ import logging
 import multiprocessing
 import signal
 import sqlite3
+import threading
 import uuid
 from collections.abc import Sequence
 from multiprocessing.connection import Connection as Pipe
@@ -54,6 +55,8 @@ logger = logging.getLogger(__name__)
 START_TIMEOUT_SECONDS = 30.0
 # Seconds to wait for the child to exit after the pipe closes, before it is killed.
 STOP_TIMEOUT_SECONDS = 10.0
+# Seconds between two WAL checkpoints of a SQLite file.
+CHECKPOINT_SECONDS = 1.0
 
 # The wire format between the processes.
 # Parent to child: a list of (conversation_id bytes, sender_id bytes, content, client_msg_id,
@@ -258,6 +261,11 @@ def _serve_sqlite(pipe: Pipe, path: str) -> None:
     except sqlite3.Error as error:
         pipe.send(("failed", "transient", f"opening {path} failed: {error}"))
         return
+    # A checkpoint on commit copies pages into the database file and syncs it, which stalled the
+    # batch that triggered it. A thread of this process checkpoints instead, beside the writes.
+    connection.execute("PRAGMA wal_autocheckpoint = 0")
+    checkpointer = _Checkpointer(path)
+    checkpointer.start()
     pipe.send(("ok", []))
     steps = SqliteSteps(connection.cursor())
     appender = BatchAppender("sqlite")
@@ -274,7 +282,38 @@ def _serve_sqlite(pipe: Pipe, path: str) -> None:
             else:
                 pipe.send(("ok", [_result_fields(result) for result in results]))
     finally:
+        checkpointer.stop()
         connection.close()
+
+
+class _Checkpointer(threading.Thread):
+    """Checkpoints a WAL database every CHECKPOINT_SECONDS on a connection of its own."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__(name="sqlite-checkpointer", daemon=True)
+        self._path = path
+        self._stopped = threading.Event()
+
+    def run(self) -> None:
+        connection = _connect_sqlite(self._path)
+        try:
+            while not self._stopped.wait(CHECKPOINT_SECONDS):
+                self._checkpoint(connection, "PASSIVE")
+            self._checkpoint(connection, "PASSIVE")
+        finally:
+            connection.close()
+
+    def stop(self) -> None:
+        self._stopped.set()
+        self.join()
+
+    def _checkpoint(self, connection: sqlite3.Connection, mode: str) -> None:
+        try:
+            # PASSIVE copies what it can without waiting for readers or writers.
+            connection.execute(f"PRAGMA wal_checkpoint({mode})").fetchall()
+        except sqlite3.Error as error:
+            # The WAL file grows until a later checkpoint succeeds; nothing is lost.
+            logger.warning("WAL checkpoint of %s failed: %s", self._path, error)
 
 
 async def _serve_database(pipe: Pipe, url: str, connect_args: dict[str, Any] | None) -> None:
