@@ -3,10 +3,10 @@
 Storing a batch takes work that does not have to run on the server's event loop, and that the
 loop cannot afford under load:
 - SQLite: the insert, its indexes, the trigram search index and the commit took about half of
-  the loop's core at 2,500 messages per second. A thread cannot take that work elsewhere,
-  because the sqlite3 module releases the GIL around every statement and every row, and the
-  thread waits to get it back from the busy loop each time (a batch took 4.8 ms in a thread at
-  1,500 messages per second).
+  the loop's core at 2,500 messages per second. A thread cannot take that work elsewhere. The
+  sqlite3 module releases the GIL around every statement and every row, and the thread waits
+  to get it back from the busy loop each time: a batch took 4.8 ms in a thread at 1,500
+  messages per second.
 - PostgreSQL: each statement of the batch's transaction is a round trip, and on a busy loop
   every reply waits its turn among the frames being sent. A batch took 20 to 30 ms at 1,000
   messages per second with the server's CPU half idle.
@@ -312,7 +312,7 @@ class _Checkpointer(threading.Thread):
             # PASSIVE copies what it can without waiting for readers or writers.
             connection.execute(f"PRAGMA wal_checkpoint({mode})").fetchall()
         except sqlite3.Error as error:
-            # The WAL file grows until a later checkpoint succeeds; nothing is lost.
+            # Committed data stays in the WAL file, which grows until a later checkpoint succeeds.
             logger.warning("WAL checkpoint of %s failed: %s", self._path, error)
 
 
@@ -349,7 +349,7 @@ async def _append_database(db: Any, batch: list[NewMessage]) -> Reply:
 
 
 def _next_batch(pipe: Pipe) -> list[NewMessage] | None:
-    """Read the next batch, or None when the parent asks to stop or has gone."""
+    """Read the next batch, or None when the parent sent the stop request or has gone."""
     try:
         fields: list[NewFields] | None = pipe.recv()
     except EOFError:

@@ -193,7 +193,7 @@ class Connection:
             while True:
                 try:
                     await blocker
-                except BaseException as error:  # cancellation included: the send sees it too
+                except BaseException as error:  # cancellation included, so the send is cancelled too
                     blocker = coroutine.throw(error)
                 else:
                     blocker = coroutine.send(None)
