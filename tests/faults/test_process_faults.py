@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 import websockets
 
 from tests.support.chat import ChatClient, history, new_conversation, new_user
@@ -30,6 +31,7 @@ def _stored_contents(database: Path, conversation_id: str) -> list[tuple[int, st
     return rows
 
 
+@pytest.mark.redis
 async def test_kill_9_loses_no_acked_message(start_server: Callable[..., ServerProcess], tmp_path: Path) -> None:
     """After SIGKILL of one instance, every message it acked is stored and reaches the other instance."""
     redis_url = require_redis()

@@ -13,6 +13,8 @@ from tests.support.chat import ChatClient, new_conversation, new_user
 from tests.support.server import ServerProcess
 from tests.support.services import require_redis
 
+pytestmark = pytest.mark.redis
+
 
 @pytest.fixture
 def instances(tmp_path: Path) -> Iterator[tuple[ServerProcess, ServerProcess]]:
