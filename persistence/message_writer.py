@@ -83,6 +83,8 @@ class MessageWriter:
         # The file descriptor registered with the event loop, and the reply being awaited.
         self._watched: int | None = None
         self._readable: asyncio.Future[None] | None = None
+        # Set when a batch was cancelled before its reply was read.
+        self._out_of_step = False
 
     @property
     def pid(self) -> int | None:
@@ -104,8 +106,15 @@ class MessageWriter:
                 (m.conversation_id.bytes, m.sender_id.bytes, m.content, m.client_msg_id, m.metadata) for m in batch
             ]
             try:
+                # NOTE: a batch larger than the pipe's buffer (64 KB on Linux) blocks the event
+                # loop until the child has read the rest, which it does at once while it is alive.
                 pipe.send(fields)
                 reply = await self._receive(pipe)
+            except asyncio.CancelledError:
+                # The reply to this batch will arrive unread, so the next batch would read it as
+                # its own. Start a new child for the next batch instead.
+                self._out_of_step = True
+                raise
             except (EOFError, OSError) as error:
                 # The batch may or may not have committed. A retry stores it again unless the
                 # messages carry a client_msg_id.
@@ -124,8 +133,14 @@ class MessageWriter:
             await self._stop()
 
     async def _ensure_started(self) -> Pipe:
-        if self._pipe is not None and self._process is not None and self._process.is_alive():
+        if (
+            self._pipe is not None
+            and self._process is not None
+            and self._process.is_alive()
+            and not self._out_of_step
+        ):
             return self._pipe
+        self._out_of_step = False
         if self._process is not None:
             await self._stop()
         # spawn: a fresh interpreter, rather than a fork of a process with an event loop and threads.

@@ -131,3 +131,29 @@ def _is_zombie(pid: int) -> bool:
             return stat.read().split()[2] == "Z"
     except FileNotFoundError:
         return True
+
+
+async def test_writer_cancelled_batch_leaves_next_in_step(db, world):
+    """A batch cancelled while it waits for the writer does not hand its reply to the next batch."""
+    writer = db.create_message_writer()
+    try:
+        await writer.start()
+        pid = writer.pid
+        os.kill(pid, signal.SIGSTOP)
+        pending = asyncio.create_task(writer.append_batch([new(world, "cancelled", client_msg_id="c")]))
+        await asyncio.sleep(0.2)
+        pending.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await pending
+        os.kill(pid, signal.SIGCONT)
+
+        (result,) = await writer.append_batch([new(world, "next", client_msg_id="n")])
+
+        # The cancelled batch was stored all the same (seq 1); a reply read out of step would
+        # give this message that seq too.
+        assert result.message.seq == 2
+        async with db.unit_of_work() as uow:
+            page = await uow.messages.history(world.member.user_id, world.conversation.id)
+        assert [(message.seq, message.content) for message in page.items] == [(1, "cancelled"), (2, "next")]
+    finally:
+        await writer.close()
