@@ -192,7 +192,10 @@ class Connection:
         try:
             while True:
                 try:
-                    await blocker
+                    if blocker is None:
+                        await asyncio.sleep(0)  # a bare yield, as asyncio.sleep(0) makes
+                    else:
+                        await blocker
                 except BaseException as error:  # cancellation included, so the send is cancelled too
                     blocker = coroutine.throw(error)
                 else:
