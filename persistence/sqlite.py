@@ -34,6 +34,18 @@ def casefold_contains(content: str | None, word: str | None) -> bool:
     return word.casefold() in content.casefold()
 
 
+def set_pragmas(dbapi_connection: Any) -> None:
+    """Set the busy timeout, foreign keys, WAL mode and `synchronous = NORMAL` on a DB-API connection."""
+    cursor = dbapi_connection.cursor()
+    try:
+        cursor.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        cursor.execute("PRAGMA foreign_keys = ON")
+        cursor.execute("PRAGMA journal_mode = WAL")
+        cursor.execute("PRAGMA synchronous = NORMAL")
+    finally:
+        cursor.close()
+
+
 def configure_engine(engine: Engine) -> None:
     """Set the pragmas on every new connection and let SQLAlchemy emit BEGIN itself.
 
@@ -46,14 +58,7 @@ def configure_engine(engine: Engine) -> None:
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None:
         dbapi_connection.isolation_level = None
-        cursor = dbapi_connection.cursor()
-        try:
-            cursor.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-            cursor.execute("PRAGMA foreign_keys = ON")
-            cursor.execute("PRAGMA journal_mode = WAL")
-            cursor.execute("PRAGMA synchronous = NORMAL")
-        finally:
-            cursor.close()
+        set_pragmas(dbapi_connection)
         dbapi_connection.create_function(
             CONTAINS_FUNCTION, 2, casefold_contains, deterministic=True
         )

@@ -154,9 +154,9 @@ class BatchAppender:
                 results[index] = NotFoundError(f"conversation {message.conversation_id} not found")
                 continue
             next_seq[message.conversation_id] = seq + 1
-            stored_message = _new_message(message, seq, timestamp)
-            stored_messages.append(stored_message)
-            results[index] = AppendResult.model_construct(message=stored_message, created=True)
+            appended = stored_message(message, seq, timestamp)
+            stored_messages.append(appended)
+            results[index] = AppendResult.model_construct(message=appended, created=True)
 
         if stored_messages:
             steps.insert(stored_messages, timestamp)
@@ -194,9 +194,9 @@ class BatchAppender:
                 )
                 if last_seq is None:
                     return NotFoundError(f"conversation {message.conversation_id} not found")
-                stored_message = _new_message(message, last_seq, utc_now())
-                steps.insert([stored_message], now)
-                return AppendResult.model_construct(message=stored_message, created=True)
+                appended = stored_message(message, last_seq, utc_now())
+                steps.insert([appended], now)
+                return AppendResult.model_construct(message=appended, created=True)
         except (IntegrityError, sqlite3.IntegrityError) as exc:
             return self._explain_integrity_error(steps, message, exc)
 
@@ -401,10 +401,13 @@ def _message_from_sqlite(row: tuple[Any, ...]) -> Message:
     )
 
 
-def _new_message(message: NewMessage, seq: int, timestamp: datetime) -> Message:
+def stored_message(
+    message: NewMessage, seq: int, timestamp: datetime, message_id: uuid.UUID | None = None
+) -> Message:
+    """Build the stored form of `message`; a new id is drawn unless `message_id` is given."""
     # NewMessage has validated every field; the rest is assigned here.
     return Message.model_construct(
-        id=uuid.uuid4(),
+        id=message_id or uuid.uuid4(),
         conversation_id=message.conversation_id,
         sender_id=message.sender_id,
         content=message.content,
