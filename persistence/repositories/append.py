@@ -66,6 +66,22 @@ def message_from_row(row: Row[Any]) -> Message:
     )
 
 
+def first_occurrences(batch: Sequence[NewMessage]) -> tuple[list[int], dict[int, int]]:
+    """Return the indexes that reach the database, and each in-batch repeat's first index."""
+    first_index: dict[IdempotencyKey, int] = {}
+    repeats: dict[int, int] = {}
+    unique: list[int] = []
+    for index, message in enumerate(batch):
+        key = idempotency_key(message)
+        if key is not None and key in first_index:
+            repeats[index] = first_index[key]
+            continue
+        if key is not None:
+            first_index[key] = index
+        unique.append(index)
+    return unique, repeats
+
+
 class AppendSteps(Protocol):
     """The statements of an append, for one kind of connection."""
 
@@ -160,24 +176,17 @@ class BatchAppender:
 
         if stored_messages:
             steps.insert(stored_messages, timestamp)
-        return _resolve_repeats(results, repeats)
+        return resolve_repeats(results, repeats)
 
     def one_by_one(
         self, steps: AppendSteps, batch: Sequence[NewMessage]
     ) -> list[AppendResult | PersistenceError]:
         """Store each message under its own savepoint, so a failure undoes only that message."""
         results: list[AppendResult | PersistenceError | None] = [None] * len(batch)
-        first_index: dict[IdempotencyKey, int] = {}
-        repeats: dict[int, int] = {}
-        for index, message in enumerate(batch):
-            key = idempotency_key(message)
-            if key is not None and key in first_index:
-                repeats[index] = first_index[key]
-                continue
-            if key is not None:
-                first_index[key] = index
-            results[index] = self._append_alone(steps, message)
-        return _resolve_repeats(results, repeats)
+        unique, repeats = first_occurrences(batch)
+        for index in unique:
+            results[index] = self._append_alone(steps, batch[index])
+        return resolve_repeats(results, repeats)
 
     def _append_alone(self, steps: AppendSteps, message: NewMessage) -> AppendResult | PersistenceError:
         key = idempotency_key(message)
@@ -432,7 +441,7 @@ def _row(message: Message, now: datetime) -> dict[str, Any]:
     }
 
 
-def _resolve_repeats(
+def resolve_repeats(
     results: list[AppendResult | PersistenceError | None], repeats: dict[int, int]
 ) -> list[AppendResult | PersistenceError]:
     """Give each in-batch repeat of a client_msg_id the outcome of its first occurrence."""

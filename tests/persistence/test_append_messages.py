@@ -13,6 +13,7 @@ from sqlalchemy.exc import OperationalError
 
 from persistence.errors import InvalidError, NotFoundError
 from persistence.models import AppendResult, NewMessage
+from persistence.repositories.append_postgresql import APPEND_STATEMENT, append_in_one_statement
 
 
 def new(world, content, *, client_msg_id=None, conversation_id=None, sender_id=None):
@@ -157,3 +158,33 @@ async def test_writer_cancelled_batch_leaves_next_in_step(db, world):
         assert [(message.seq, message.content) for message in page.items] == [(1, "cancelled"), (2, "next")]
     finally:
         await writer.close()
+
+
+async def test_one_statement_append_follows_batch_rules(db, world):
+    """PostgreSQL's one-statement append: seqs, repeats, stored keys and missing conversations."""
+    if db.dialect != "postgresql":
+        pytest.skip("the one-statement append serves PostgreSQL")
+    async with db.engine.connect() as connection:
+        raw = await connection.get_raw_connection()
+        statement = await raw.driver_connection.prepare(APPEND_STATEMENT)
+        first = await append_in_one_statement(
+            statement,
+            [
+                new(world, "a", client_msg_id="k1"),
+                new(world, "b"),
+                new(world, "a again", client_msg_id="k1"),
+                new(world, "lost", conversation_id=uuid.uuid4()),
+            ],
+        )
+        second = await append_in_one_statement(statement, [new(world, "a once more", client_msg_id="k1"), new(world, "c")])
+
+    assert [result.created for result in first[:3]] == [True, True, False]
+    assert [result.message.seq for result in first[:3]] == [1, 2, 1]
+    assert isinstance(first[3], NotFoundError)
+    assert second[0].created is False
+    assert second[0].message == first[0].message
+    assert second[1].message.seq == 3
+    assert first[0].message.timestamp <= first[1].message.timestamp <= second[1].message.timestamp
+    async with db.unit_of_work() as uow:
+        page = await uow.messages.history(world.member.user_id, world.conversation.id)
+    assert [message.content for message in page.items] == ["a", "b", "c"]
