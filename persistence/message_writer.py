@@ -424,10 +424,9 @@ class _PostgresqlWriter:
         self._connection = await self._db.engine.connect()
         raw = (await self._connection.get_raw_connection()).driver_connection
         # PostgreSQL plans a prepared statement once for all parameters after five executions,
-        # with the statistics of that moment. Prepared on a new, nearly empty messages table,
-        # that plan found stored client_msg_ids by scanning the table, and each batch took
-        # longer as the table grew (100 us to 320 us per message over 30,000 messages). Every
-        # table the statement reads has an index for it, so this connection does not scan.
+        # with the statistics of that moment. On a new, nearly empty messages table that plan
+        # may scan the table, and each batch then takes longer as the table grows. Every table
+        # the statement reads has an index for it, so this connection does not scan.
         await raw.execute("SET enable_seqscan = off")
         self._statement = await raw.prepare(APPEND_STATEMENT)
 

@@ -28,17 +28,24 @@ from persistence.repositories.append import first_occurrences, resolve_repeats
 # The conversations are locked in id order (the MATERIALIZED CTE sorts them before it locks), so
 # two writers cannot deadlock. `stamp` reads the clock after it has counted every raised counter,
 # so timestamps follow seq order across writers. Each result row is one input message, found by
-# `ord` (counted from 1). A message to a missing conversation has no row.
+# `ord` (counted from 1). A message to a missing conversation has no row. The LATERAL subquery
+# looks up each input key in the index on its own (its LIMIT keeps PostgreSQL from turning it into
+# a join). As a join, a plan made while the table was nearly empty read the whole client_msg_id
+# index for every batch once the table had grown.
 APPEND_STATEMENT = """
 WITH input AS (
     SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::text[], $5::text[], $6::text[])
         WITH ORDINALITY AS i(id, conversation_id, sender_id, content, client_msg_id, metadata, ord)
 ),
 existing AS (
-    SELECT i.ord, m.id, m.conversation_id, m.sender_id, m.content, m.created_at, m.seq,
-           m.client_msg_id, m.metadata::text AS metadata
+    SELECT i.ord, m.*
     FROM input AS i
-    JOIN messages AS m ON m.sender_id = i.sender_id AND m.client_msg_id = i.client_msg_id
+    CROSS JOIN LATERAL (
+        SELECT id, conversation_id, sender_id, content, created_at, seq, client_msg_id, metadata::text AS metadata
+        FROM messages
+        WHERE sender_id = i.sender_id AND client_msg_id = i.client_msg_id
+        LIMIT 1
+    ) AS m
 ),
 fresh AS (
     SELECT * FROM input WHERE ord NOT IN (SELECT ord FROM existing)
