@@ -90,7 +90,7 @@ async def _migrate(settings: Settings) -> None:
 def command_migrate(args: argparse.Namespace) -> int:
     settings = load_settings(database_url=args.database_url)
     asyncio.run(_migrate(settings))
-    print("database is up to date")
+    print("migrations applied: the database schema is at the latest revision")
     return EXIT_OK
 
 

@@ -78,6 +78,8 @@ def _body_problems(error: ExtendedMsgSpecValidationError) -> list[str]:
         location = [str(part) for part in item.get("loc", ()) if str(part) != "data"]
         field = ".".join(location) or "body"
         message = item.get("msg", "invalid value")
+        # Pydantic puts this before the text of a ValueError raised by a validator.
+        message = message.removeprefix("Value error, ")
         if "input" in item and item.get("type") != "missing":
             problems.append(f"{field}: {message} (got {describe_value(field, item['input'])})")
         else:

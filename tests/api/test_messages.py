@@ -111,6 +111,14 @@ async def test_message_blank_content_returns_422(client, bob, conversation, cont
     assert response.json()["detail"].startswith("content:")
 
 
+async def test_message_blank_content_detail_is_plain(client, bob, conversation):
+    response = await post(client, bob, conversation["id"], "   ")
+
+    detail = response.json()["detail"]
+    assert "must not be blank" in detail
+    assert "Value error" not in detail
+
+
 @pytest.mark.parametrize(
     "fields",
     [

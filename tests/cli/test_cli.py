@@ -82,7 +82,7 @@ def test_migrate_creates_database_file(capsys, database_url, tmp_path):
 
     assert code == 0
     assert (tmp_path / "cli.db").exists()
-    assert "up to date" in out
+    assert "latest revision" in out
 
 
 def test_users_create_prints_user_json(capsys, database_url):
