@@ -445,7 +445,7 @@ class _PostgresqlWriter:
             if self._statement is None:
                 await self.connect()
             results = await append_in_one_statement(self._statement, batch)
-        except (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError, asyncpg.CannotConnectNowError) as error:
+        except (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError, asyncpg.OperatorInterventionError) as error:
             # The connection is gone or unusable: the next batch opens a new one.
             await self.close()
             return ("failed", "transient", str(error))
