@@ -49,7 +49,7 @@ def _asyncpg_dsn() -> str:
     return make_url(POSTGRES_URL).set(drivername="postgresql").render_as_string(hide_password=False)
 
 
-async def _connect_admin() -> asyncpg.Connection:
+async def connect_admin() -> asyncpg.Connection:
     try:
         return await asyncpg.connect(_asyncpg_dsn(), timeout=5)
     except (OSError, asyncpg.PostgresError) as exc:
@@ -66,7 +66,7 @@ async def store(request: pytest.FixtureRequest, tmp_path) -> AsyncIterator[Store
         yield Store("sqlite", f"sqlite+aiosqlite:///{tmp_path / 'cortex.db'}")
         return
 
-    admin = await _connect_admin()
+    admin = await connect_admin()
     # Installed in `public`, the extension is not dropped with a test's schema, so suites
     # running at the same time do not pull it away from each other.
     try:

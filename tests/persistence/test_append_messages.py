@@ -14,6 +14,7 @@ from sqlalchemy.exc import OperationalError
 from persistence.errors import InvalidError, NotFoundError
 from persistence.models import AppendResult, NewMessage
 from persistence.repositories.append_postgresql import APPEND_STATEMENT, append_in_one_statement
+from tests.persistence.conftest import connect_admin
 
 
 def new(world, content, *, client_msg_id=None, conversation_id=None, sender_id=None):
@@ -188,3 +189,29 @@ async def test_one_statement_append_follows_batch_rules(db, world):
     async with db.unit_of_work() as uow:
         page = await uow.messages.history(world.member.user_id, world.conversation.id)
     assert [message.content for message in page.items] == ["a", "b", "c"]
+
+
+async def test_writer_reconnects_after_backend_terminated(db, world):
+    """A terminated PostgreSQL backend fails one batch as transient; the next batch reconnects."""
+    if db.dialect != "postgresql":
+        pytest.skip("terminating a backend is PostgreSQL's")
+    writer = db.create_message_writer()
+    admin = await connect_admin()
+    try:
+        (first,) = await writer.append_batch([new(world, "before")])
+        # The writer's backend is the one whose last statement was the batch statement.
+        terminated = await admin.fetchval(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+            "WHERE query LIKE '%unnest($1::uuid[]%' AND pid <> pg_backend_pid()"
+        )
+        assert terminated == 1
+
+        with pytest.raises(OperationalError):
+            await writer.append_batch([new(world, "after", client_msg_id="k")])
+        (retried,) = await writer.append_batch([new(world, "after", client_msg_id="k")])
+
+        assert retried.created is True
+        assert retried.message.seq == first.message.seq + 1
+    finally:
+        await admin.close()
+        await writer.close()
