@@ -301,7 +301,7 @@ def _serve_sqlite(pipe: Pipe, path: str) -> None:
         return
     # A checkpoint on commit copies pages into the database file and syncs it, which stalled the
     # batch that triggered it. A thread of this process checkpoints instead, beside the writes,
-    # and takes `between_batches` only for the short second pass that lets the WAL restart.
+    # and takes `between_batches` only for the short last pass that lets the WAL restart.
     connection.execute("PRAGMA wal_autocheckpoint = 0")
     connection.execute(f"PRAGMA journal_size_limit = {WAL_SIZE_LIMIT_BYTES}")
     between_batches = threading.Lock()
@@ -362,7 +362,7 @@ class _Checkpointer(threading.Thread):
         self.join()
 
     def _copy(self) -> int:
-        """Run one PASSIVE checkpoint; return the number of frames the WAL had when it started."""
+        """Run one PASSIVE checkpoint and return the number of frames the WAL had when it started."""
         assert self._connection is not None  # opened by run
         _, frames, _ = self._connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
         return int(frames)
@@ -452,7 +452,10 @@ class _PostgresqlWriter:
         except (DBAPIError, asyncpg.DeadlockDetectedError, asyncpg.SerializationError) as error:
             return ("failed", "transient", str(error))
         except asyncpg.PostgresError as error:
-            logger.info("storing a batch of %d messages in one statement failed (%s); storing it in a unit of work", len(batch), type(error).__name__)
+            logger.info(
+                "storing a batch of %d messages in one statement failed (%s), so it is stored in a unit of work",
+                len(batch), type(error).__name__,
+            )
             return await _append_database(self._db, batch)
         except Exception as error:  # reported to the parent, which fails the batch with it
             return ("failed", "bug", repr(error))

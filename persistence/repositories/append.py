@@ -138,18 +138,13 @@ class BatchAppender:
         stored = steps.find_existing(keys) if keys else {}
 
         # Sort out repeats first: what is left gets a seq.
-        first_index: dict[IdempotencyKey, int] = {}
-        repeats: dict[int, int] = {}
+        unique, repeats = first_occurrences(batch)
         fresh: list[int] = []
-        for index, message in enumerate(batch):
-            key = idempotency_key(message)
+        for index in unique:
+            key = idempotency_key(batch[index])
             if key is not None and key in stored:
                 results[index] = AppendResult.model_construct(message=stored[key], created=False)
-            elif key is not None and key in first_index:
-                repeats[index] = first_index[key]
             else:
-                if key is not None:
-                    first_index[key] = index
                 fresh.append(index)
 
         # Reserve seqs: each conversation's counter rises by its number of new messages.

@@ -23,10 +23,10 @@ from typing import Any
 from persistence.columns import dump_metadata, load_metadata
 from persistence.errors import NotFoundError, PersistenceError
 from persistence.models import AppendResult, Message, NewMessage
-from persistence.repositories.append import first_occurrences, resolve_repeats
+from persistence.repositories.append import first_occurrences, resolve_repeats, stored_message
 
 # The conversations are locked in id order (the MATERIALIZED CTE sorts them before it locks), so
-# two writers cannot deadlock. `stamp` reads the clock after it has counted every raised counter,
+# two writers cannot deadlock on them. `stamp` reads the clock after it has counted every raised counter,
 # so timestamps follow seq order across writers. Each result row is one input message, found by
 # `ord` (counted from 1). A message to a missing conversation has no row. The LATERAL subquery
 # looks up each input key in the index on its own (its LIMIT keeps PostgreSQL from turning it into
@@ -111,16 +111,7 @@ async def append_in_one_statement(statement: Any, batch: Sequence[NewMessage]) -
         if row is None:
             results[index] = NotFoundError(f"conversation {message.conversation_id} not found")
         elif row["kind"] == "new":
-            stored = Message.model_construct(
-                id=row["id"],
-                conversation_id=message.conversation_id,
-                sender_id=message.sender_id,
-                content=message.content,
-                timestamp=row["created_at"],
-                seq=row["seq"],
-                client_msg_id=message.client_msg_id,
-                metadata=message.metadata,
-            )
+            stored = stored_message(message, row["seq"], row["created_at"], row["id"])
             results[index] = AppendResult.model_construct(message=stored, created=True)
         else:
             stored = Message.model_construct(

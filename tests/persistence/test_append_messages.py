@@ -192,7 +192,7 @@ async def test_one_statement_append_follows_batch_rules(db, world):
 
 
 async def test_writer_reconnects_after_backend_terminated(db, world):
-    """A terminated PostgreSQL backend fails one batch as transient; the next batch reconnects."""
+    """A terminated PostgreSQL backend fails one batch as transient, and the next batch reconnects."""
     if db.dialect != "postgresql":
         pytest.skip("terminating a backend is PostgreSQL's")
     writer = db.create_message_writer()
