@@ -175,6 +175,7 @@ def seed(path: Path, scale: Scale, rng: random.Random) -> Seeded:
             chunk,
         )
     connection.execute("INSERT INTO messages_fts(messages_fts) VALUES ('rebuild')")
+    # The seeded words are Latin, so the trigram index of the scripts without spaces stays empty.
     for sql in triggers:
         connection.execute(sql)
     connection.commit()

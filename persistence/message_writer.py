@@ -2,7 +2,7 @@
 
 Storing a batch takes work that does not have to run on the server's event loop, and that the
 loop cannot afford under load:
-- SQLite: the insert, its indexes, the trigram search index and the commit took about half of
+- SQLite: the insert, its indexes, the search index and the commit took about half of
   the loop's core at 2,500 messages per second. A thread cannot take that work elsewhere. The
   sqlite3 module releases the GIL around every statement and every row, and the thread waits
   to get it back from the busy loop each time: a batch took 4.8 ms in a thread at 1,500

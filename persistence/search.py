@@ -4,17 +4,24 @@ The user's text is split on white space into words, and a message matches when e
 matches. No word is parsed as query syntax, so `foo AND (`, a lone `"` or `NEAR(` are plain
 words. A word made only of punctuation is dropped, so a query of punctuation alone finds nothing.
 
-SQLite: every word matches wherever it appears inside the content, in any script, ignoring case.
-An FTS5 table with the `trigram` tokenizer, kept in sync by triggers, finds words of three or
-more characters. Shorter words, and every word when the searched conversations hold few
-messages, are tested row by row with `casefold_contains` (Python's str.casefold). The trigram
-tokenizer folds case by Unicode's simple case mapping, so the two agree except for letters
-whose full folding differs, such as `ß`, which casefolds to `ss`.
+Both databases match words the same way:
+- A word in a script written without spaces between words (Chinese, Japanese, Korean, Thai,
+  Lao, Khmer, Myanmar) matches anywhere inside the content, ignoring case.
+- Any other word must equal a whole word of the content, ignoring case, without stemming and
+  without folding accents: `port` does not find `report`, and `cafe` does not find `café`. A
+  word with punctuation inside, such as `e-mail`, matches its parts in sequence.
 
-PostgreSQL: a word in a script written without spaces between words (Chinese, Japanese, Korean,
-Thai, Lao, Khmer, Myanmar) matches anywhere inside the content with ILIKE, served by a pg_trgm
-index for three or more characters. Any other word must equal a whole word of the content under
-the `simple` text search configuration (lower-cased, not stemmed), served by a GIN index.
+Only messages that contain a character of those scripts go into the substring (trigram)
+indexes: on chat text, indexing every three-character sequence of every message costs three to
+four times what the word index costs, on both databases (`python -m bench.search_index`).
+
+SQLite: an FTS5 table with the `unicode61` tokenizer indexes the words of every message, and an
+FTS5 table with the `trigram` tokenizer indexes the messages in those scripts. Triggers keep both
+in sync. When the searched conversations hold few messages, each one is read and tested with
+`casefold_has_word` and `casefold_contains`, functions registered on every connection.
+
+PostgreSQL: whole words through `to_tsvector('simple', content)` and a GIN index; the other
+words through ILIKE, served by a partial pg_trgm index over the messages in those scripts.
 """
 
 from __future__ import annotations
@@ -36,11 +43,13 @@ from sqlalchemy import (
     table,
 )
 
-from persistence.sqlite import CONTAINS_FUNCTION
+from persistence.sqlite import CONTAINS_FUNCTION, HAS_WORD_FUNCTION
 from persistence.tables import messages
 
-# The FTS5 table over messages.content that the initial migration creates on SQLite.
+# The FTS5 tables over messages.content that the migrations create on SQLite: the words of
+# every message, and the trigrams of the messages in scripts written without spaces.
 MESSAGES_FTS = table("messages_fts", column("rowid", Integer))
+MESSAGES_TRIGRAM_FTS = table("messages_trigram_fts", column("rowid", Integer))
 
 # Bounds on the work one query can cause.
 MAX_QUERY_WORDS = 16
@@ -49,8 +58,10 @@ MAX_WORD_CHARS = 100
 # The shortest word the trigram index can look up.
 TRIGRAM_MIN_CHARS = 3
 
-_NO_SPACE_SCRIPTS = re.compile(
-    "["
+# The scripts written without spaces between words, as a character class. The migration that
+# creates the trigram indexes keeps its own copy, which must stay equal to this one:
+# PostgreSQL uses its partial index only when the query repeats the index's condition.
+NO_SPACE_CHARACTERS = (
     "\u0e00-\u0eff"  # Thai, Lao
     "\u1000-\u109f"  # Myanmar
     "\u1780-\u17ff"  # Khmer
@@ -59,8 +70,8 @@ _NO_SPACE_SCRIPTS = re.compile(
     "\uac00-\ud7af"  # Hangul syllables
     "\uff66-\uff9f"  # half-width Katakana
     "\U00020000-\U0002fa1f"  # CJK ideographs, supplementary planes
-    "]"
 )
+_NO_SPACE_SCRIPTS = re.compile(f"[{NO_SPACE_CHARACTERS}]")
 
 
 def split_words(query: str) -> list[str]:
@@ -75,6 +86,11 @@ def split_words(query: str) -> list[str]:
     return words
 
 
+def in_no_space_script(text: str) -> bool:
+    """Tell whether `text` contains a character of a script written without spaces between words."""
+    return _NO_SPACE_SCRIPTS.search(text) is not None
+
+
 def sqlite_search(
     columns: Sequence[ColumnElement[Any]],
     words: list[str],
@@ -86,29 +102,35 @@ def sqlite_search(
     """Build the SQLite search for `words` among the messages that `scope` admits, newest first.
 
     `scan` reads the messages in scope and tests each word on them, which is fastest when the
-    scope contains few messages. Otherwise the FTS5 index drives the search from the newest match
-    down, and it stops at `limit` matches in scope. A query with no word of three or more
-    characters has nothing for the index to look up, so it always scans.
+    scope contains few messages. Otherwise an FTS5 index drives the search from the newest match
+    down, and it stops at `limit` matches in scope. The word index leads when the query has a
+    whole word. Otherwise the trigram index leads, when the query has a substring word of three
+    or more characters. A query of only shorter substring words has nothing for an index to look
+    up, so it scans.
     """
-    indexed = [word for word in words if len(word) >= TRIGRAM_MIN_CHARS]
-    if scan or not indexed:
-        statement = select(*columns).where(scope, *(_casefold_contains(word) for word in words))
-        return statement.order_by(messages.c.pk.desc()).limit(limit)
+    whole = [word for word in words if not in_no_space_script(word)]
+    inside = [word for word in words if in_no_space_script(word)]
+    long_inside = [word for word in inside if len(word) >= TRIGRAM_MIN_CHARS]
+    if whole and not scan:
+        index, looked_up = MESSAGES_FTS, whole
+        tests = [_casefold_contains(word) for word in inside]
+    elif long_inside and not scan:
+        index, looked_up = MESSAGES_TRIGRAM_FTS, long_inside
+        tests = [_casefold_contains(word) for word in inside if len(word) < TRIGRAM_MIN_CHARS]
+    else:
+        tests = [_casefold_has_word(word) for word in whole] + [_casefold_contains(word) for word in inside]
+        return select(*columns).where(scope, *tests).order_by(messages.c.pk.desc()).limit(limit)
 
     # Each word becomes an FTS5 string with its inner quotes doubled, so nothing in it is
-    # syntax. FTS5 requires every one of several space-separated strings to match.
-    match = " ".join('"' + word.replace('"', '""') + '"' for word in indexed)
-    short = [word for word in words if len(word) < TRIGRAM_MIN_CHARS]
+    # syntax. FTS5 requires every one of several space-separated strings to match, and the
+    # tokenizer splits a string into its words, which must then follow each other.
+    match = " ".join('"' + word.replace('"', '""') + '"' for word in looked_up)
     return (
         select(*columns)
-        .select_from(MESSAGES_FTS.join(messages, messages.c.pk == MESSAGES_FTS.c.rowid))
-        .where(
-            literal_column("messages_fts").op("MATCH")(bindparam("fts_query", match)),
-            scope,
-            *(_casefold_contains(word) for word in short),
-        )
+        .select_from(index.join(messages, messages.c.pk == index.c.rowid))
+        .where(literal_column(index.name).op("MATCH")(bindparam("fts_query", match)), scope, *tests)
         # FTS5 walks its index in rowid order itself, so no sort step collects every match.
-        .order_by(MESSAGES_FTS.c.rowid.desc())
+        .order_by(index.c.rowid.desc())
         .limit(limit)
     )
 
@@ -121,20 +143,22 @@ def postgresql_search(
     limit: int,
 ) -> Select[Any]:
     """Build the PostgreSQL search for `words` among the messages that `scope` admits."""
-    substring_words = [word for word in words if _NO_SPACE_SCRIPTS.search(word)]
-    whole_words = [word for word in words if not _NO_SPACE_SCRIPTS.search(word)]
+    whole = [word for word in words if not in_no_space_script(word)]
+    inside = [word for word in words if in_no_space_script(word)]
 
     conditions: list[ColumnElement[bool]] = []
-    if whole_words:
+    if whole:
         # plainto_tsquery does not recognise tsquery operators in its input (PostgreSQL manual,
         # "Parsing Queries"), so the words need no quoting.
         config = literal_column("'simple'::regconfig")
         conditions.append(
-            func.to_tsvector(config, messages.c.content).op("@@")(
-                func.plainto_tsquery(config, " ".join(whole_words))
-            )
+            func.to_tsvector(config, messages.c.content).op("@@")(func.plainto_tsquery(config, " ".join(whole)))
         )
-    for word in substring_words:
+    if inside:
+        # The partial trigram index's own condition, as a literal: the planner uses the index
+        # only when the query implies that condition, and a bound value proves nothing.
+        conditions.append(messages.c.content.op("~")(literal_column(f"'[{NO_SPACE_CHARACTERS}]'")))
+    for word in inside:
         escaped = word.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
         conditions.append(messages.c.content.ilike(f"%{escaped}%", escape="\\"))
 
@@ -144,3 +168,7 @@ def postgresql_search(
 
 def _casefold_contains(word: str) -> ColumnElement[bool]:
     return getattr(func, CONTAINS_FUNCTION)(messages.c.content, word, type_=Boolean)
+
+
+def _casefold_has_word(word: str) -> ColumnElement[bool]:
+    return getattr(func, HAS_WORD_FUNCTION)(messages.c.content, word, type_=Boolean)

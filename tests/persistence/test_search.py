@@ -5,8 +5,10 @@ from __future__ import annotations
 import uuid
 
 import pytest
+from alembic import command
 from sqlalchemy import true
 
+from persistence.database import alembic_config
 from persistence.errors import NotFoundError
 from persistence.models import NewMessage
 from persistence.repositories.messages import MESSAGE_COLUMNS
@@ -162,15 +164,57 @@ async def test_search_newest_first_and_limit(db, world):
 
 
 async def test_search_short_latin_word(db, world, stored):
-    """Words under three characters are matched too (by LIKE on SQLite, as a word on PostgreSQL)."""
-    assert await search(db, world.member, "ox") == ([stored["english"]] if db.dialect == "sqlite" else [])
+    """A short word is a word like any other: whole words only, on both databases."""
+    assert await search(db, world.member, "ox") == []
+    stored_id = await store(db, world, "it is on the way")
+    assert await search(db, world.member, "is") == [stored_id]
     other = await create_user(db, "Other")
-    assert await search(db, other, "ox") == []
+    assert await search(db, other, "is") == []
 
 
-async def test_search_served_by_an_index(db):
-    """The search can use the full-text index on each database."""
-    words = split_words("quick fox")
+@pytest.mark.parametrize(
+    ("content", "query", "found"),
+    [
+        ("the quarterly report is late", "port", False),
+        ("the quarterly report is late", "REPORT", True),
+        ("send me an e-mail today", "e-mail", True),
+        ("send me an e-mail today", "mail", True),
+        ("una cafetería", "cafe", False),
+        ("un café", "cafe", False),
+        ("un café", "CAFÉ", True),
+        ("snake_case_name here", "case", True),
+        ("我们明天在北京见面吧 and then home", "北京 home", True),
+    ],
+)
+async def test_search_matches_whole_words_outside_no_space_scripts(db, world, content, query, found):
+    """Spaced scripts match whole words ignoring case; no-space scripts match inside the text."""
+    stored_id = await store(db, world, content)
+    assert await search(db, world.member, query) == ([stored_id] if found else [])
+
+
+async def test_search_trigram_index_holds_only_no_space_scripts(db, world, stored):
+    """SQLite puts a message in the trigram index only when it contains such a script."""
+    if db.dialect != "sqlite":
+        pytest.skip("the trigram FTS5 table is SQLite's")
+    async with db.engine.connect() as connection:
+        # An external-content table reads its rows from messages; its docsize table has one row
+        # per message it indexed.
+        rows = await connection.exec_driver_sql("SELECT count(*) FROM messages_trigram_fts_docsize")
+        indexed = rows.scalar()
+    # chinese, japanese, thai and korean, not english, arabic or hebrew.
+    assert indexed == 4
+
+
+@pytest.mark.parametrize(
+    ("query", "sqlite_index", "postgresql_index"),
+    [
+        ("quick fox", "messages_fts", "ix_messages_content_fts"),
+        ("东京塔", "messages_trigram_fts", "ix_messages_content_trgm"),
+    ],
+)
+async def test_search_served_by_an_index(db, query, sqlite_index, postgresql_index):
+    """The search can use the full-text indexes on each database."""
+    words = split_words(query)
     if db.dialect == "postgresql":
         statement = postgresql_search(MESSAGE_COLUMNS, words, true(), limit=50)
     else:
@@ -187,9 +231,9 @@ async def test_search_served_by_an_index(db):
         plan = " ".join(str(row[-1]) for row in rows)
 
     if db.dialect == "postgresql":
-        assert "ix_messages_content_fts" in plan
+        assert postgresql_index in plan
     else:
-        assert "messages_fts VIRTUAL TABLE INDEX" in plan
+        assert f"{sqlite_index} VIRTUAL TABLE INDEX" in plan
         # FTS5 returns matches newest first itself, so the search stops at the limit.
         assert "TEMP B-TREE" not in plan
 
@@ -199,3 +243,18 @@ async def test_search_ignores_case_beyond_ascii(db, world):
     stored_id = await store(db, world, "Notre école ouvre à Paris")
     assert await search(db, world.member, "ÉCOLE") == [stored_id]
     assert await search(db, world.member, "À") == [stored_id]
+
+
+async def test_search_after_upgrade_from_the_first_schema(db, world):
+    """Messages stored under the first schema's trigram index are found after the upgrade."""
+    async with db.engine.begin() as connection:
+        await connection.run_sync(lambda sync: command.downgrade(alembic_config(sync), "0001"))
+    english = await store(db, world, "the quarterly report")
+    chinese = await store(db, world, "我们明天在北京见面吧")
+    async with db.engine.begin() as connection:
+        await connection.run_sync(lambda sync: command.upgrade(alembic_config(sync), "head"))
+
+    assert await search(db, world.member, "REPORT") == [english]
+    assert await search(db, world.member, "port") == []
+    assert await search(db, world.member, "北京见面") == [chinese]
+    assert await search(db, world.member, "北京") == [chinese]
