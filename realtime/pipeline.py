@@ -6,6 +6,11 @@ waiting when the writer becomes free, up to ``batch_max`` messages, and when few
 lingers up to ``batch_wait_ms`` for more. Because there is one writer and one FIFO queue, the
 messages of one connection are stored, and acknowledged, in the order they arrived.
 
+When a batch's results arrive and more messages are waiting, the writer hands the next batch to
+the database first and then runs the acks and deliveries of the batch it has. The database (the
+message writer process) stores the next batch while this process sends frames, instead of each
+waiting for the other. At most two batches are under way, and they complete in order.
+
 Guarantee: a completion callback (the ack) runs only after the batch has committed, so nothing
 acknowledged can be lost to a crash of this process.
 """
@@ -51,6 +56,8 @@ class StoreOutcome:
 
 
 Completion = Callable[[StoreOutcome], None]
+# One result per message of a batch, or the error that failed the whole batch.
+StoreResults = list[AppendResult | PersistenceError | Exception] | Exception
 
 
 class MessagePipeline:
@@ -73,9 +80,11 @@ class MessagePipeline:
         self._writer: asyncio.Task[None] | None = None
         self._idle = asyncio.Event()
         self._idle.set()
-        # Clear from the start of a batch's commit until its acks and deliveries have run.
-        self._settled = asyncio.Event()
-        self._settled.set()
+        # Batches handed to the database, and batches whose acks and deliveries have run. The
+        # event is set, and replaced, each time a batch finishes.
+        self._begun_batches = 0
+        self._finished_batches = 0
+        self._batch_finished = asyncio.Event()
         self.stored_messages = 0
         self.committed_batches = 0
 
@@ -105,13 +114,15 @@ class MessagePipeline:
         return True
 
     async def settled(self) -> None:
-        """Wait until no committed batch still has acks or deliveries to run.
+        """Wait until every batch handed to the database so far has run its acks and deliveries.
 
         A database read that may have seen a batch's rows waits on this before it uses them, so a
-        gap fill never sends a sender's own message before the sender's ack.
+        gap fill never sends a sender's own message before the sender's ack. Batches begun after
+        the call do not hold it up, so it returns under any load.
         """
-        while not self._settled.is_set():
-            await self._settled.wait()
+        target = self._begun_batches
+        while self._finished_batches < target:
+            await self._batch_finished.wait()
 
     async def enqueue(self, message: NewMessage, on_done: Completion) -> None:
         """Queue a message; waits while the queue is full, so a fast sender slows to the store's pace."""
@@ -134,27 +145,53 @@ class MessagePipeline:
         return outcome.result, outcome.message_json
 
     async def _write_loop(self) -> None:
-        while True:
-            first = await self._queue.get()
-            self._idle.clear()
-            try:
-                batch = [first]
-                await self._collect(batch)
-                await self._store(batch)
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                # _store reports every failure to the submitters; reaching here is a bug, and the
-                # writer must keep going for every other connection.
-                logger.exception("message writer failed on a batch; continuing")
-            finally:
-                if self._queue.empty():
-                    self._idle.set()
+        # The batch being stored and the task storing it.
+        in_flight: tuple[list[tuple[NewMessage, Completion]], asyncio.Task[StoreResults]] | None = None
+        try:
+            while True:
+                try:
+                    if in_flight is None:
+                        first = await self._queue.get()
+                        self._idle.clear()
+                        batch = [first]
+                        await self._collect(batch)
+                        in_flight = (batch, self._begin(batch))
+                    batch, storing = in_flight
+                    results = await storing
+                    in_flight = None
+                    if not self._queue.empty():
+                        following: list[tuple[NewMessage, Completion]] = []
+                        self._take_waiting(following)
+                        in_flight = (following, self._begin(following))
+                        # One pass of the event loop lets the new task hand its batch over.
+                        await asyncio.sleep(0)
+                    self._finish(batch, results)
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    # _append_with_retry reports every failure to the submitters; reaching here is
+                    # a bug, and the writer must keep going for every other connection.
+                    logger.exception("message writer failed on a batch; continuing")
+                finally:
+                    if in_flight is None and self._queue.empty():
+                        self._idle.set()
+        finally:
+            if in_flight is not None:
+                in_flight[1].cancel()
 
-    async def _collect(self, batch: list[tuple[NewMessage, Completion]]) -> None:
+    def _begin(self, batch: list[tuple[NewMessage, Completion]]) -> asyncio.Task[StoreResults]:
+        """Start storing `batch` in a task of its own."""
+        self._begun_batches += 1
+        return asyncio.create_task(self._append_with_retry([message for message, _ in batch]))
+
+    def _take_waiting(self, batch: list[tuple[NewMessage, Completion]]) -> None:
         queue = self._queue
         while len(batch) < self._batch_max and not queue.empty():
             batch.append(queue.get_nowait())
+
+    async def _collect(self, batch: list[tuple[NewMessage, Completion]]) -> None:
+        queue = self._queue
+        self._take_waiting(batch)
         if len(batch) >= self._batch_max or self._batch_wait <= 0:
             return
         deadline = time.monotonic() + self._batch_wait
@@ -166,19 +203,18 @@ class MessagePipeline:
                 batch.append(await asyncio.wait_for(queue.get(), remaining))
             except TimeoutError:
                 return
-            while len(batch) < self._batch_max and not queue.empty():
-                batch.append(queue.get_nowait())
+            self._take_waiting(batch)
 
-    async def _store(self, batch: list[tuple[NewMessage, Completion]]) -> None:
-        self._settled.clear()
+    def _finish(self, batch: list[tuple[NewMessage, Completion]], results: StoreResults) -> None:
+        """Acknowledge, deliver and publish a stored batch, then wake the readers waiting on it."""
         try:
-            await self._store_and_complete(batch)
+            self._complete_batch(batch, results)
         finally:
-            self._settled.set()
+            self._finished_batches += 1
+            finished, self._batch_finished = self._batch_finished, asyncio.Event()
+            finished.set()
 
-    async def _store_and_complete(self, batch: list[tuple[NewMessage, Completion]]) -> None:
-        messages = [message for message, _ in batch]
-        results = await self._append_with_retry(messages)
+    def _complete_batch(self, batch: list[tuple[NewMessage, Completion]], results: StoreResults) -> None:
         if isinstance(results, Exception):
             for _, on_done in batch:
                 _complete(on_done, StoreOutcome(None, None, results))
@@ -197,9 +233,7 @@ class MessagePipeline:
                 self.stored_messages += 1
                 self._sink.message_stored(result.message, message_json)
 
-    async def _append_with_retry(
-        self, messages: list[NewMessage]
-    ) -> list[AppendResult | PersistenceError | Exception] | Exception:
+    async def _append_with_retry(self, messages: list[NewMessage]) -> StoreResults:
         """Store a batch, retrying transient database failures; isolate a message the database rejects."""
         delay = 0.02
         deadline = time.monotonic() + STORE_RETRY_SECONDS

@@ -1,0 +1,84 @@
+"""The message pipeline against a real database: batch hand-over, completion order, settled()."""
+
+from __future__ import annotations
+
+import asyncio
+
+from persistence.models import Message, NewMessage
+from realtime.pipeline import MessagePipeline, StoreOutcome
+from tests.persistence.conftest import database_factory, db, store, world  # noqa: F401  (fixtures)
+
+
+class StoredLog:
+    """The pipeline's sink: records the seq of every stored message it is given."""
+
+    def __init__(self) -> None:
+        self.seqs: list[int] = []
+
+    def message_stored(self, message: Message, message_json: str) -> None:
+        self.seqs.append(message.seq)
+
+
+def new_message(world, number: int) -> NewMessage:  # noqa: F811
+    return NewMessage(conversation_id=world.conversation.id, sender_id=world.member.user_id, content=f"message {number}")
+
+
+async def wait_for_batches(pipeline: MessagePipeline, count: int) -> None:
+    while pipeline._begun_batches < count:
+        await asyncio.sleep(0)
+
+
+async def test_next_batch_handed_over_before_acks(db, world):  # noqa: F811
+    """Messages waiting when a batch's results arrive are sent to the database before its acks run."""
+    log = StoredLog()
+    pipeline = MessagePipeline(db, log, batch_wait_ms=0)
+    await pipeline.start()
+    begun_at_ack: list[int] = []
+    outcomes: list[StoreOutcome] = []
+    finished = asyncio.Event()
+
+    def on_done(outcome: StoreOutcome) -> None:
+        begun_at_ack.append(pipeline._begun_batches)
+        outcomes.append(outcome)
+        if len(outcomes) == 5:
+            finished.set()
+
+    try:
+        await pipeline.enqueue(new_message(world, 1), on_done)
+        await wait_for_batches(pipeline, 1)
+        for number in range(2, 6):
+            await pipeline.enqueue(new_message(world, number), on_done)
+        await asyncio.wait_for(finished.wait(), 30)
+    finally:
+        await pipeline.stop()
+
+    assert begun_at_ack[0] == 2
+    assert [outcome.result.message.seq for outcome in outcomes] == [1, 2, 3, 4, 5]
+    assert log.seqs == [1, 2, 3, 4, 5]
+    assert pipeline.committed_batches == 2
+
+
+async def test_settled_returns_under_continuous_load(db, world):  # noqa: F811
+    """settled() waits for the batches begun before the call, not for the queue to run dry."""
+    total = 3000
+    pipeline = MessagePipeline(db, StoredLog(), batch_max=100, batch_wait_ms=0)
+    await pipeline.start()
+
+    async def produce() -> None:
+        for number in range(total):
+            await pipeline.enqueue(new_message(world, number), lambda _outcome: None)
+            await asyncio.sleep(0)
+
+    producer = asyncio.create_task(produce())
+    try:
+        await wait_for_batches(pipeline, 3)
+        await asyncio.wait_for(pipeline.settled(), 30)
+        stored_when_settled = pipeline.stored_messages
+        await producer
+        assert await pipeline.drain(60)
+    finally:
+        producer.cancel()
+        await pipeline.stop()
+
+    assert stored_when_settled < total
+    assert pipeline.stored_messages == total
