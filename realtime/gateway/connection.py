@@ -25,7 +25,7 @@ from litestar.types import Receive, Send
 from persistence.errors import NotFoundError, PersistenceError
 from persistence.models import NewMessage, User
 
-from realtime.gateway import frames
+from realtime.gateway import coalesce, frames
 from realtime.gateway.frames import FrameError
 from realtime.gateway.subscription import ConnectionClosing, Subscription
 from realtime.pipeline import StoreOutcome
@@ -66,7 +66,7 @@ class Connection:
     __slots__ = (
         "session_id", "user_id", "user_name", "hub", "settings", "subscriptions", "visible",
         "_receive", "_send", "_outbox", "_outbox_max", "_paced_limit", "_outbox_ready", "_room", "_tasks",
-        "_writer", "_in_flight", "_active", "_closing", "_unacked", "_rate", "_bucket", "_bucket_updated",
+        "_writer", "_in_flight", "_held", "_protocol", "_active", "_closing", "_unacked", "_rate", "_bucket", "_bucket_updated",
     )
 
     def __init__(self, receive: Receive, send: Send, user: User, hub: Hub, settings: Settings) -> None:
@@ -97,6 +97,11 @@ class Connection:
         self._writer: asyncio.Task[None] | None = None
         # A frame sent directly whose send had to wait for the socket to drain; see _send_directly.
         self._in_flight: asyncio.Task[None] | None = None
+        # Frames pushed during the current event loop callback, written together right after it
+        # (realtime.gateway.coalesce), and the server protocol that writes them. The protocol is
+        # None under a server other than uvicorn's websockets-sansio.
+        self._held: list[str] | None = None
+        self._protocol = coalesce.raw_protocol(send)
         # Whether a frame was queued since the last release_idle_writer call.
         self._active = False
         self._closing = False
@@ -112,8 +117,35 @@ class Connection:
         """Send or queue a frame; a full outbox closes the connection as a slow consumer."""
         if self._closing:
             return
+        if self._held is not None:
+            self._held.append(frame)
+            return
+        if self._protocol is not None and self._can_send_now():
+            # Nothing is queued or being sent: keep the frame, and the ones pushed after it in
+            # this callback, for one write right after the callback.
+            self._held = [frame]
+            coalesce.hold(self)
+            return
+        self._push_now(frame)
+
+    def write_held(self) -> None:
+        """Write the frames held since the callback began, in one socket write when possible."""
+        held, self._held = self._held, None
+        if held is None or self._closing:
+            return
+        if self._protocol is not None and self._can_send_now() and coalesce.write_frames(self._protocol, held):
+            return
+        for frame in held:
+            self._push_now(frame)
+
+    def _can_send_now(self) -> bool:
+        return not self._outbox and self._in_flight is None and (self._writer is None or self._outbox_ready is not None)
+
+    def _push_now(self, frame: str) -> None:
+        if self._closing:
+            return
         outbox = self._outbox
-        if not outbox and self._in_flight is None and (self._writer is None or self._outbox_ready is not None):
+        if self._can_send_now():
             # Nothing is queued or being sent, so the frame can go out now, in order.
             self._send_directly(frame)
             return
@@ -133,6 +165,8 @@ class Connection:
         """Queue an ephemeral frame (typing) only while the outbox is under half full."""
         if self._closing:
             return
+        if self._held is not None:
+            self.write_held()  # the held frames were pushed first, so they go first
         outbox = self._outbox
         if outbox is None:
             outbox = self._outbox = collections.deque()
@@ -164,6 +198,8 @@ class Connection:
                 raise ConnectionClosing from None
         if self._closing:
             raise ConnectionClosing
+        if self._held is not None:
+            self.write_held()  # the held frames were pushed first, so they go first
         if self._outbox is None:
             self._outbox = collections.deque()
         self._outbox.append(frame)
@@ -289,6 +325,8 @@ class Connection:
         """Send what is queued (within the grace time), then close with 1001."""
         if self._closing:
             return
+        if self._held is not None:
+            self.write_held()
         self._closing = True
         self._make_room()
         deadline = time.monotonic() + grace_seconds
