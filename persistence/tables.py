@@ -27,6 +27,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from persistence.columns import MetadataJSON, UtcDateTime, utc_now
+from persistence.ids import new_message_id
 from persistence.models import CLIENT_MSG_ID_MAX_CHARS
 
 # SQLite makes a column an alias of the rowid only when its type is exactly INTEGER, so the
@@ -156,7 +157,7 @@ class MessageRow(TimestampedRow, Base):
     )
 
     pk: Mapped[int] = mapped_column(RowKey, primary_key=True, autoincrement=True)
-    id: Mapped[uuid.UUID] = mapped_column(unique=True, default=uuid.uuid4)
+    id: Mapped[uuid.UUID] = mapped_column(unique=True, default=new_message_id)
     conversation_id: Mapped[uuid.UUID] = mapped_column(
         ForeignKey("conversations.id", ondelete="CASCADE")
     )

@@ -26,6 +26,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from persistence.columns import UtcDateTime, dump_metadata, load_metadata, sqlite_datetime, utc_now
 from persistence.errors import InvalidError, NotFoundError, PersistenceError
+from persistence.ids import new_message_id
 from persistence.models import AppendResult, Message, NewMessage
 from persistence.tables import messages, users
 
@@ -411,7 +412,7 @@ def stored_message(
     """Build the stored form of `message`; a new id is drawn unless `message_id` is given."""
     # NewMessage has validated every field; the rest is assigned here.
     return Message.model_construct(
-        id=message_id or uuid.uuid4(),
+        id=message_id or new_message_id(),
         conversation_id=message.conversation_id,
         sender_id=message.sender_id,
         content=message.content,

@@ -16,12 +16,12 @@ error, and the caller stores the batch through `BatchAppender.one_by_one` instea
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Sequence
 from typing import Any
 
 from persistence.columns import dump_metadata, load_metadata
 from persistence.errors import NotFoundError, PersistenceError
+from persistence.ids import new_message_id
 from persistence.models import AppendResult, Message, NewMessage
 from persistence.repositories.append import first_occurrences, resolve_repeats, stored_message
 
@@ -93,7 +93,7 @@ async def append_in_one_statement(statement: Any, batch: Sequence[NewMessage]) -
     """
     unique, repeats = first_occurrences(batch)
     messages = [batch[index] for index in unique]
-    ids = [uuid.uuid4() for _ in messages]
+    ids = [new_message_id() for _ in messages]
     rows = await statement.fetch(
         ids,
         [message.conversation_id for message in messages],

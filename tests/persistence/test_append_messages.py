@@ -38,6 +38,19 @@ async def test_append_messages_assigns_seqs_and_honours_keys(db, world):
     assert second[1].message.seq == 3
 
 
+async def test_message_ids_sort_in_storing_order(db, world):
+    """Message ids are version 7 UUIDs, on either write path, and a batch's ids follow its seqs."""
+    batch = await db.append_messages([new(world, f"m{n}") for n in range(5)])
+    async with db.unit_of_work() as uow:
+        alone = await uow.messages.append(new(world, "alone"))
+    ids = [result.message.id for result in batch]
+
+    assert all(message_id.version == 7 for message_id in ids)
+    assert alone.message.id.version == 7
+    assert ids == sorted(ids, key=lambda message_id: message_id.bytes)
+    assert len(set(ids)) == 5
+
+
 async def test_append_messages_bad_message_fails_alone(db, world):
     """A message to a missing conversation and one from an unknown sender fail; the rest are stored."""
     gone, stranger = uuid.uuid4(), uuid.uuid4()
