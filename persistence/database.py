@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 from persistence import sqlite
 from persistence.errors import PersistenceError
 from persistence.models import AppendResult, NewMessage
-from persistence.message_writer import MessageWriter
+from persistence.message_writer import MessageWriter, PostgresqlAppender
 from persistence.unit_of_work import UnitOfWork
 
 logger = logging.getLogger(__name__)
@@ -81,7 +81,7 @@ class Database:
             sqlite.configure_engine(self.engine.sync_engine)
         else:
             self._sqlite_path = None
-        self._message_writer_process: MessageWriter | None = None
+        self._message_writer_process: MessageWriter | PostgresqlAppender | None = None
 
     async def __aenter__(self) -> Self:
         return self
@@ -105,8 +105,9 @@ class Database:
     async def append_messages(self, batch: list[NewMessage]) -> list[AppendResult | PersistenceError]:
         """Store a batch of messages in one transaction of its own; see `MessageRepository.append_batch`.
 
-        The batch goes to a `MessageWriter`, a process of its own. An in-memory SQLite database
-        lives in this process only, so there it runs in a unit of work.
+        On a SQLite file the batch goes to a `MessageWriter`, a process of its own, and on
+        PostgreSQL to a `PostgresqlAppender` with one prepared statement. An in-memory SQLite
+        database lives in this process only, so there it runs in a unit of work.
         """
         writer = self._message_writer()
         if writer is not None:
@@ -120,16 +121,21 @@ class Database:
         if writer is not None:
             await writer.start()
 
-    def _message_writer(self) -> MessageWriter | None:
+    def _message_writer(self) -> MessageWriter | PostgresqlAppender | None:
         if _is_sqlite_memory(self._sqlite_path, self.dialect):
             return None
         if self._message_writer_process is None:
-            self._message_writer_process = self.create_message_writer()
+            if self.dialect == "postgresql":
+                self._message_writer_process = PostgresqlAppender(self)
+            else:
+                self._message_writer_process = self.create_message_writer()
         return self._message_writer_process
 
     def create_message_writer(self) -> MessageWriter:
-        """Return a new, unstarted writer process for this database (the caller closes it)."""
-        return MessageWriter(self.url, connect_args=self._connect_args)
+        """Return a new, unstarted writer process for this SQLite file (the caller closes it)."""
+        if self.dialect != "sqlite":
+            raise ValueError("the message writer process stores into SQLite files; PostgreSQL uses PostgresqlAppender")
+        return MessageWriter(self.url)
 
     async def ping(self) -> None:
         """Run `SELECT 1`. Raises the driver's error when the database cannot be reached."""
