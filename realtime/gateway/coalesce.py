@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+from websockets.exceptions import InvalidState
 
 logger = logging.getLogger(__name__)
 
@@ -43,7 +44,9 @@ def write_frames(protocol: WebSocketsSansIOProtocol, frames: Iterable[str]) -> b
     """Write text frames with one transport write; False, with nothing written, if not possible now.
 
     The checks are the ones uvicorn's `send` makes before it writes a frame: the handshake is
-    done, no close was sent, the peer is connected and the transport is not paused.
+    done, no close was sent, the peer is connected, the transport is not paused and the
+    websockets protocol is open. The caller then sends the frames one by one through `send`,
+    which waits for the transport or reports the disconnect.
     """
     if (
         not protocol.handshake_complete
@@ -55,8 +58,13 @@ def write_frames(protocol: WebSocketsSansIOProtocol, frames: Iterable[str]) -> b
     ):
         return False
     connection = protocol.conn
-    for frame in frames:
-        connection.send_text(frame.encode())
+    try:
+        for frame in frames:
+            connection.send_text(frame.encode())
+    except InvalidState:
+        # The peer began closing; uvicorn's send reports this as a disconnect. Only the first
+        # frame can meet it, since nothing else runs between two frames.
+        return False
     protocol.transport.write(b"".join(connection.data_to_send()))
     return True
 
