@@ -18,15 +18,19 @@ four times what the word index costs, on both databases (`python -m bench.search
 SQLite: an FTS5 table with the `unicode61` tokenizer indexes the words of every message, and an
 FTS5 table with the `trigram` tokenizer indexes the messages in those scripts. Triggers keep both
 in sync. When the searched conversations hold few messages, each one is read and tested with
-`casefold_has_word` and `casefold_contains`, functions registered on every connection.
+`has_whole_words` and `casefold_contains`, functions registered on every connection.
 
-PostgreSQL: whole words through `to_tsvector('simple', content)` and a GIN index; the other
-words through ILIKE, served by a partial pg_trgm index over the messages in those scripts.
+PostgreSQL: whole words through `to_tsvector('simple', ...)` over the content with its ASCII
+punctuation turned into spaces, and a GIN index on that expression. Without that step its parser
+keeps e-mail addresses, URLs, file names and decimals as single words, where SQLite's tokenizer
+splits them. The other words go through ILIKE, served by a partial pg_trgm index over the
+messages in those scripts.
 """
 
 from __future__ import annotations
 
 import re
+import string
 from collections.abc import Sequence
 from typing import Any
 
@@ -73,6 +77,12 @@ NO_SPACE_CHARACTERS = (
 )
 _NO_SPACE_SCRIPTS = re.compile(f"[{NO_SPACE_CHARACTERS}]")
 
+# PostgreSQL turns these into spaces before it splits the content into words, in the expression
+# of the word index, which the migration that creates it repeats.
+_PUNCTUATION_AS_SPACES = str.maketrans(string.punctuation, " " * len(string.punctuation))
+_SQL_PUNCTUATION = "'" + string.punctuation.replace("'", "''") + "'"
+_SQL_SPACES = "'" + " " * len(string.punctuation) + "'"
+
 
 def split_words(query: str) -> list[str]:
     """Split the user's text into the words to search for, keeping their order."""
@@ -118,7 +128,7 @@ def sqlite_search(
         index, looked_up = MESSAGES_TRIGRAM_FTS, long_inside
         tests = [_casefold_contains(word) for word in inside if len(word) < TRIGRAM_MIN_CHARS]
     else:
-        tests = [_casefold_has_word(word) for word in whole] + [_casefold_contains(word) for word in inside]
+        tests = [_has_whole_words(word) for word in whole] + [_casefold_contains(word) for word in inside]
         return select(*columns).where(scope, *tests).order_by(messages.c.pk.desc()).limit(limit)
 
     # Each word becomes an FTS5 string with its inner quotes doubled, so nothing in it is
@@ -148,12 +158,19 @@ def postgresql_search(
 
     conditions: list[ColumnElement[bool]] = []
     if whole:
-        # plainto_tsquery does not recognise tsquery operators in its input (PostgreSQL manual,
-        # "Parsing Queries"), so the words need no quoting.
+        # The index's own expression, with its constants as literals, so the planner can use it.
         config = literal_column("'simple'::regconfig")
-        conditions.append(
-            func.to_tsvector(config, messages.c.content).op("@@")(func.plainto_tsquery(config, " ".join(whole)))
+        words_of_content = func.to_tsvector(
+            config, func.translate(messages.c.content, literal_column(_SQL_PUNCTUATION), literal_column(_SQL_SPACES))
         )
+        # Each word is a phrase of its parts (`e-mail`: `e` followed by `mail`), and every word
+        # must match. phraseto_tsquery does not recognise tsquery operators in its input
+        # (PostgreSQL manual, "Parsing Queries"), so the words need no quoting.
+        phrases = [func.phraseto_tsquery(config, word.translate(_PUNCTUATION_AS_SPACES)) for word in whole]
+        query = phrases[0]
+        for phrase in phrases[1:]:
+            query = query.op("&&")(phrase)
+        conditions.append(words_of_content.op("@@")(query))
     if inside:
         # The partial trigram index's own condition, as a literal: the planner uses the index
         # only when the query implies that condition, and a bound value proves nothing.
@@ -170,5 +187,5 @@ def _casefold_contains(word: str) -> ColumnElement[bool]:
     return getattr(func, CONTAINS_FUNCTION)(messages.c.content, word, type_=Boolean)
 
 
-def _casefold_has_word(word: str) -> ColumnElement[bool]:
+def _has_whole_words(word: str) -> ColumnElement[bool]:
     return getattr(func, HAS_WORD_FUNCTION)(messages.c.content, word, type_=Boolean)

@@ -22,9 +22,9 @@ BUSY_TIMEOUT_MS = 5000
 BEGIN_MODE_OPTION = "cortex_sqlite_begin"
 
 
-# SQL names of `casefold_contains` and `casefold_has_word`, registered on every connection.
+# SQL names of `casefold_contains` and `has_whole_words`, registered on every connection.
 CONTAINS_FUNCTION = "casefold_contains"
-HAS_WORD_FUNCTION = "casefold_has_word"
+HAS_WORD_FUNCTION = "has_whole_words"
 
 # A word as FTS5's unicode61 tokenizer splits them: a run of letters and digits. Every other
 # character, the underscore included, separates words.
@@ -41,18 +41,20 @@ def casefold_contains(content: str | None, word: str | None) -> bool:
     return word.casefold() in content.casefold()
 
 
-def casefold_has_word(content: str | None, word: str | None) -> bool:
+def has_whole_words(content: str | None, word: str | None) -> bool:
     """Tell whether the words of `word` occur in `content` as whole words in sequence, ignoring case.
 
     The same test as an FTS5 phrase query on the unicode61 tokenizer: `e-mail` finds "e-mail"
-    and "e mail", and `port` does not find "report".
+    and "e mail", and `port` does not find "report". Case is folded with str.lower, as
+    unicode61 and PostgreSQL's `simple` configuration fold it, so `STRASSE` does not find
+    "Straße".
     """
     if content is None or word is None:
         return False
     found = _whole_words_pattern(word)
     if found is None:
         return False
-    folded = content.casefold()
+    folded = content.lower()
     # A plain substring test first: most rows fail it, and it costs a fraction of the search.
     first_word, pattern = found
     return first_word in folded and pattern.search(folded) is not None
@@ -60,7 +62,7 @@ def casefold_has_word(content: str | None, word: str | None) -> bool:
 
 @functools.lru_cache(maxsize=256)
 def _whole_words_pattern(word: str) -> tuple[str, re.Pattern[str]] | None:
-    words = _WORD.findall(word.casefold())
+    words = _WORD.findall(word.lower())
     if not words:
         return None
     inner = r"[\W_]+".join(re.escape(part) for part in words)
@@ -93,7 +95,7 @@ def configure_engine(engine: Engine) -> None:
         dbapi_connection.isolation_level = None
         set_pragmas(dbapi_connection)
         dbapi_connection.create_function(CONTAINS_FUNCTION, 2, casefold_contains, deterministic=True)
-        dbapi_connection.create_function(HAS_WORD_FUNCTION, 2, casefold_has_word, deterministic=True)
+        dbapi_connection.create_function(HAS_WORD_FUNCTION, 2, has_whole_words, deterministic=True)
 
     @event.listens_for(engine, "begin")
     def _on_begin(connection: Connection) -> None:

@@ -7,8 +7,11 @@ written without spaces (Chinese, Japanese, Korean, Thai, Lao, Khmer, Myanmar) go
 index, where a word matches anywhere inside the content.
 
 SQLite: the FTS5 table `messages_fts` is rebuilt with the unicode61 tokenizer, and a trigram
-FTS5 table `messages_trigram_fts` holds the messages in those scripts. PostgreSQL: the pg_trgm
-index becomes a partial index over those messages. Both rebuild from the stored messages, which
+FTS5 table `messages_trigram_fts` holds the messages in those scripts. PostgreSQL: the word
+index turns ASCII punctuation into spaces before `to_tsvector('simple', ...)`, so that words
+split where SQLite's tokenizer splits them (its parser keeps e-mail addresses, URLs, file names
+and decimals as single words), and the pg_trgm index becomes a partial index over the messages
+in those scripts. Both rebuild from the stored messages, which
 takes a while on a large database; writes wait meanwhile.
 
 Revision ID: 0002
@@ -53,10 +56,16 @@ TRIGRAM_TRIGGERS = (
 )
 
 
+# ASCII punctuation (Python's string.punctuation) and as many spaces, as SQL literals.
+PUNCTUATION = "'" + "!\"#$%&''()*+,-./:;<=>?@[\\]^_`{|}~" + "'"
+SPACES = "'" + " " * 32 + "'"
+
+
 def upgrade() -> None:
     if op.get_bind().dialect.name == "sqlite":
         upgrade_sqlite()
     else:
+        replace_postgresql_word_index(f"translate(content, {PUNCTUATION}, {SPACES})")
         replace_postgresql_trigram_index(f"WHERE content ~ {NO_SPACE_REGEX}")
 
 
@@ -64,7 +73,15 @@ def downgrade() -> None:
     if op.get_bind().dialect.name == "sqlite":
         downgrade_sqlite()
     else:
+        replace_postgresql_word_index("content")
         replace_postgresql_trigram_index("")
+
+
+def replace_postgresql_word_index(text: str) -> None:
+    op.execute("DROP INDEX IF EXISTS ix_messages_content_fts")
+    op.execute(
+        f"CREATE INDEX ix_messages_content_fts ON messages USING gin (to_tsvector('simple'::regconfig, {text}))"
+    )
 
 
 def upgrade_sqlite() -> None:
