@@ -16,6 +16,21 @@ from persistence.models import Message
 
 _encoder = msgspec.json.Encoder()
 
+# Request fields whose values never appear in an error detail.
+SECRET_FIELDS = frozenset({"password"})
+# Maximum length of a rejected value as shown inside a detail.
+MAX_VALUE_CHARS = 80
+
+
+def describe_value(field: str, value: Any) -> str:
+    """Render a rejected value for an error detail, hiding secrets and shortening long values."""
+    if field.split(".")[-1] in SECRET_FIELDS:
+        return "<hidden>"
+    text = repr(value)
+    if len(text) > MAX_VALUE_CHARS:
+        text = text[: MAX_VALUE_CHARS - 3] + "..."
+    return text
+
 
 def format_timestamp(value: datetime) -> str:
     """Format a datetime as RFC 3339 UTC with microseconds, for example ``2026-12-04T21:02:18.000000Z``."""

@@ -25,12 +25,9 @@ from litestar.status_codes import (
 
 from persistence.errors import ConflictError, ForbiddenError, InvalidError, NotFoundError, PersistenceError
 
-logger = logging.getLogger(__name__)
+from realtime.wire import describe_value
 
-# Request fields whose values never appear in an error response.
-SECRET_FIELDS = frozenset({"password"})
-# Maximum length of a rejected value as shown inside a detail.
-MAX_VALUE_CHARS = 80
+logger = logging.getLogger(__name__)
 
 PERSISTENCE_STATUS: dict[type[PersistenceError], int] = {
     NotFoundError: HTTP_404_NOT_FOUND,
@@ -59,16 +56,6 @@ def error_response(status_code: int, detail: str, headers: dict[str, str] | None
         media_type=MediaType.JSON,
         headers=headers,
     )
-
-
-def describe_value(field: str, value: Any) -> str:
-    """Render a rejected value for a detail, hiding secrets and shortening long values."""
-    if field.split(".")[-1] in SECRET_FIELDS:
-        return "<hidden>"
-    text = repr(value)
-    if len(text) > MAX_VALUE_CHARS:
-        text = text[: MAX_VALUE_CHARS - 3] + "..."
-    return text
 
 
 def _body_problems(error: ExtendedMsgSpecValidationError) -> list[str]:

@@ -506,8 +506,13 @@ class Connection:
             )
         frames.check_client_msg_id(frame)
         metadata = frame.metadata or {}
-        if metadata and len(encode_json(metadata)) > MAX_METADATA_BYTES:
-            raise FrameError(frames.INVALID, f"metadata is larger than {MAX_METADATA_BYTES} bytes of JSON", frame.ref)
+        metadata_size = len(encode_json(metadata)) if metadata else 0
+        if metadata_size > MAX_METADATA_BYTES:
+            raise FrameError(
+                frames.INVALID,
+                f"metadata must be at most {MAX_METADATA_BYTES} bytes of JSON (got {metadata_size})",
+                frame.ref,
+            )
         # PostgreSQL cannot store U+0000 in text or JSON, and the failed insert would fail its batch.
         if "\x00" in content or _contains_nul(frame.client_msg_id) or (metadata and _contains_nul(metadata)):
             raise FrameError(

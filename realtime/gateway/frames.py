@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, TypeAdapte
 
 from persistence.models import CLIENT_MSG_ID_MAX_CHARS
 
-from realtime.wire import encode_json
+from realtime.wire import describe_value, encode_json
 
 Ref = Annotated[str, StringConstraints(max_length=128)]
 
@@ -95,12 +95,16 @@ def _describe(error: ValidationError) -> str:
     if kind == "union_tag_not_found":
         return "frame has no `type` field"
     if kind == "union_tag_invalid":
-        tag = first.get("ctx", {}).get("tag")
-        return f"unknown frame type {tag!r}; expected subscribe, unsubscribe, send, typing or ping"
+        sent = first["input"].get("type") if isinstance(first.get("input"), dict) else None
+        if not isinstance(sent, str):
+            return f"field `type` must be a string naming the frame (got {describe_value('type', sent)})"
+        return f"unknown frame type {sent!r}; expected subscribe, unsubscribe, send, typing or ping"
     if not first["loc"]:
         return "frame must be a JSON object"
     location = ".".join(str(part) for part in first["loc"][1:]) or "frame"
-    return f"field `{location}`: {first['msg']}"
+    if kind == "missing" or "input" not in first:
+        return f"field `{location}`: {first['msg']}"
+    return f"field `{location}`: {first['msg']} (got {describe_value(location, first['input'])})"
 
 
 def _salvage_ref(text: str) -> str | None:
@@ -118,7 +122,7 @@ def check_client_msg_id(frame: SendFrame) -> None:
     if frame.client_msg_id is not None and not 1 <= len(frame.client_msg_id) <= CLIENT_MSG_ID_MAX_CHARS:
         raise FrameError(
             INVALID,
-            f"client_msg_id must be 1 to {CLIENT_MSG_ID_MAX_CHARS} characters long",
+            f"client_msg_id must be 1 to {CLIENT_MSG_ID_MAX_CHARS} characters long (got {len(frame.client_msg_id)})",
             frame.ref,
         )
 

@@ -189,6 +189,32 @@ async def test_bad_frame_gets_error_and_connection_keeps_working(server: ServerP
     await client.close()
 
 
+@pytest.mark.parametrize(
+    ("text", "named"),
+    [
+        pytest.param('{"type": 5}', "(got 5)", id="type-not-string"),
+        pytest.param('{"type": "subscribe", "conversation_id": "CONV", "since_seq": -1}', "(got -1)", id="since-seq"),
+        pytest.param('{"type": "send", "conversation_id": "not-a-uuid", "content": "x"}', "(got 'not-a-uuid')", id="uuid"),
+        pytest.param(
+            '{"type": "send", "conversation_id": "CONV", "content": "x", "client_msg_id": "' + "k" * 129 + '"}',
+            "(got 129)",
+            id="client-msg-id-length",
+        ),
+    ],
+)
+async def test_bad_frame_detail_names_value(server: ServerProcess, text: str, named: str) -> None:
+    """An error detail names the rule and the value the frame sent."""
+    alice = new_user(server, "alice")
+    conversation_id = new_conversation(server, alice, [alice])
+    client = await ChatClient.connect(server, alice)
+
+    await client.send(text.replace("CONV", conversation_id))
+    error = await client.expect("error")
+
+    assert named in error["detail"]
+    await client.close()
+
+
 async def test_error_frame_carries_ref(server: ServerProcess) -> None:
     """An error answers with the ref of the frame that caused it."""
     alice = new_user(server, "alice")
