@@ -402,16 +402,25 @@ class PostgresqlAppender:
     async def _connect(self) -> None:
         # The engine's connection, so that the URL and connect_args apply as everywhere else.
         self._connection = await self._db.engine.connect()
-        raw = (await self._connection.get_raw_connection()).driver_connection
-        # PostgreSQL plans a prepared statement once for all parameters after five executions,
-        # with the statistics of that moment. On a new, nearly empty messages table that plan
-        # may scan the table, and each batch then takes longer as the table grows. Every table
-        # the statement reads has an index for it, so this connection does not scan.
-        await raw.execute("SET enable_seqscan = off")
-        self._statement = await raw.prepare(APPEND_STATEMENT)
+        try:
+            raw = (await self._connection.get_raw_connection()).driver_connection
+            # PostgreSQL plans a prepared statement once for all parameters after five
+            # executions, with the statistics of that moment. On a new, nearly empty messages
+            # table that plan may scan the table, and each batch then takes longer as the table
+            # grows. Every table the statement reads has an index for it, so this connection
+            # does not scan.
+            await raw.execute("SET enable_seqscan = off")
+            self._statement = await raw.prepare(APPEND_STATEMENT)
+        except BaseException:
+            await self._close()
+            raise
 
     async def close(self) -> None:
-        """Close the connection; the next batch opens a new one."""
+        """Close the connection once the batch being stored, if any, is done."""
+        async with self._lock:
+            await self._close()
+
+    async def _close(self) -> None:
         if self._connection is not None:
             connection, self._connection, self._statement = self._connection, None, None
             try:
@@ -433,7 +442,7 @@ class PostgresqlAppender:
                 results = await append_in_one_statement(self._statement, batch)
             except (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError, asyncpg.OperatorInterventionError) as error:
                 # The connection is gone or unusable: the next batch opens a new one.
-                await self.close()
+                await self._close()
                 raise _rebuild_error("transient", str(error)) from error
             except (DBAPIError, asyncpg.DeadlockDetectedError, asyncpg.SerializationError) as error:
                 raise _rebuild_error("transient", str(error)) from error

@@ -159,13 +159,16 @@ class MessagePipeline:
                     batch, storing = in_flight
                     results = await storing
                     in_flight = None
-                    if not self._queue.empty():
-                        following: list[tuple[NewMessage, Completion]] = []
-                        self._take_waiting(following)
-                        in_flight = (following, self._begin(following))
-                        # One pass of the event loop lets the new task hand its batch over.
-                        await asyncio.sleep(0)
-                    self._finish(batch, results)
+                    try:
+                        if not self._queue.empty():
+                            following: list[tuple[NewMessage, Completion]] = []
+                            self._take_waiting(following)
+                            in_flight = (following, self._begin(following))
+                            # One pass of the event loop lets the new task hand its batch over.
+                            await asyncio.sleep(0)
+                    finally:
+                        # Also when the writer is cancelled meanwhile: the batch is committed.
+                        self._finish(batch, results)
                 except asyncio.CancelledError:
                     raise
                 except Exception:
@@ -177,7 +180,12 @@ class MessagePipeline:
                         self._idle.set()
         finally:
             if in_flight is not None:
-                in_flight[1].cancel()
+                # Stopped before the batch's result came: it may or may not be stored, so its
+                # senders get an error (a resend with the same client_msg_id is safe), and
+                # settled() stops waiting for it.
+                batch, storing = in_flight
+                storing.cancel()
+                self._finish(batch, RuntimeError("the server stopped before the message was stored"))
 
     def _begin(self, batch: list[tuple[NewMessage, Completion]]) -> asyncio.Task[StoreResults]:
         """Start storing `batch` in a task of its own."""

@@ -52,7 +52,7 @@ def write_frames(protocol: WebSocketsSansIOProtocol, frames: Iterable[str]) -> b
         not protocol.handshake_complete
         or protocol.initial_response is not None
         or protocol.close_sent
-        or protocol.disconnected
+        or getattr(protocol, "disconnected", False)
         or not protocol.writable.is_set()
         or protocol.transport.is_closing()
     ):
@@ -69,28 +69,23 @@ def write_frames(protocol: WebSocketsSansIOProtocol, frames: Iterable[str]) -> b
     return True
 
 
-# Connections holding frames, and the event loop on which the callback that writes them is
-# scheduled (None while none is).
-_holders: list[Holder] = []
-_scheduled_on: asyncio.AbstractEventLoop | None = None
+# Connections keeping frames, per event loop, until the callback that writes them runs. Each loop
+# has its own list, so loops in different threads never write each other's connections.
+_holders: dict[asyncio.AbstractEventLoop, list[Holder]] = {}
 
 
 def hold(holder: Holder) -> None:
     """Have `holder.write_held()` called after the callbacks that are ready now (call_soon)."""
-    global _scheduled_on
-    _holders.append(holder)
     loop = asyncio.get_running_loop()
-    if _scheduled_on is not loop:
-        loop.call_soon(_write_all)
-        _scheduled_on = loop
+    waiting = _holders.get(loop)
+    if waiting is None:
+        waiting = _holders[loop] = []
+        loop.call_soon(_write_all, loop)
+    waiting.append(holder)
 
 
-def _write_all() -> None:
-    global _scheduled_on
-    _scheduled_on = None
-    holders = _holders.copy()
-    _holders.clear()
-    for holder in holders:
+def _write_all(loop: asyncio.AbstractEventLoop) -> None:
+    for holder in _holders.pop(loop, ()):
         try:
             holder.write_held()
         except Exception:

@@ -133,8 +133,15 @@ class Connection:
         held, self._held = self._held, None
         if held is None or self._closing:
             return
-        if self._protocol is not None and self._can_send_now() and coalesce.write_frames(self._protocol, held):
-            return
+        if self._protocol is not None and self._can_send_now():
+            try:
+                if coalesce.write_frames(self._protocol, held):
+                    return
+            except Exception:
+                # A uvicorn whose protocol differs from the one this was written against: the
+                # frames still go out, one by one through the ASGI send.
+                logger.exception("connection %s: writing frames together failed; sending them one by one", self.session_id)
+                self._protocol = None
         for frame in held:
             self._push_now(frame)
 

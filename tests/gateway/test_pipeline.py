@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 from persistence.models import Message, NewMessage
 from realtime.pipeline import MessagePipeline, StoreOutcome
@@ -82,3 +83,45 @@ async def test_settled_returns_under_continuous_load(db, world):  # noqa: F811
 
     assert stored_when_settled < total
     assert pipeline.stored_messages == total
+
+
+async def test_stop_during_hand_over_completes_both_batches(db, world):  # noqa: F811
+    """A writer stopped just after it handed over the next batch still acks the committed one.
+
+    The batch it handed over may or may not be stored, so its senders get an error, and
+    settled() does not wait for it.
+    """
+    pipeline = MessagePipeline(db, StoredLog(), batch_wait_ms=0)
+    await pipeline.start()
+    outcomes: dict[int, StoreOutcome] = {}
+    begin = pipeline._begin
+
+    def begin_then_stop(batch):
+        storing = begin(batch)
+        if pipeline._begun_batches == 2:
+            pipeline._writer.cancel()  # the writer is at its pass of the event loop next
+        return storing
+
+    both_done = asyncio.Event()
+
+    def record(number: int) -> Callable[[StoreOutcome], None]:
+        def on_done(outcome: StoreOutcome) -> None:
+            outcomes[number] = outcome
+            if len(outcomes) == 2:
+                both_done.set()
+
+        return on_done
+
+    pipeline._begin = begin_then_stop
+    try:
+        await pipeline.enqueue(new_message(world, 1), record(1))
+        await wait_for_batches(pipeline, 1)
+        await pipeline.enqueue(new_message(world, 2), record(2))
+        await asyncio.wait_for(both_done.wait(), 10)
+        await asyncio.wait_for(pipeline.settled(), 5)
+    finally:
+        await pipeline.stop(timeout=0)
+
+    assert outcomes[1].result.message.seq == 1
+    assert outcomes[2].result is None
+    assert "stopped" in str(outcomes[2].error)
