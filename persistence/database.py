@@ -81,7 +81,7 @@ class Database:
             sqlite.configure_engine(self.engine.sync_engine)
         else:
             self._sqlite_path = None
-        self._message_writer_process: MessageWriter | PostgresqlAppender | None = None
+        self._batch_writer: MessageWriter | PostgresqlAppender | None = None
 
     async def __aenter__(self) -> Self:
         return self
@@ -124,12 +124,12 @@ class Database:
     def _message_writer(self) -> MessageWriter | PostgresqlAppender | None:
         if _is_sqlite_memory(self._sqlite_path, self.dialect):
             return None
-        if self._message_writer_process is None:
+        if self._batch_writer is None:
             if self.dialect == "postgresql":
-                self._message_writer_process = PostgresqlAppender(self)
+                self._batch_writer = PostgresqlAppender(self)
             else:
-                self._message_writer_process = self.create_message_writer()
-        return self._message_writer_process
+                self._batch_writer = self.create_message_writer()
+        return self._batch_writer
 
     def create_message_writer(self) -> MessageWriter:
         """Return a new, unstarted writer process for this SQLite file (the caller closes it)."""
@@ -143,8 +143,8 @@ class Database:
             await connection.execute(text("SELECT 1"))
 
     async def dispose(self) -> None:
-        if self._message_writer_process is not None:
-            writer, self._message_writer_process = self._message_writer_process, None
+        if self._batch_writer is not None:
+            writer, self._batch_writer = self._batch_writer, None
             await writer.close()
         await self.engine.dispose()
 

@@ -66,7 +66,7 @@ class Connection:
     __slots__ = (
         "session_id", "user_id", "user_name", "hub", "settings", "subscriptions", "visible",
         "_receive", "_send", "_outbox", "_outbox_max", "_paced_limit", "_outbox_ready", "_room", "_tasks",
-        "_writer", "_in_flight", "_held", "_protocol", "_active", "_closing", "_unacked", "_rate", "_bucket", "_bucket_updated",
+        "_writer", "_in_flight", "_held_frames", "_protocol", "_active", "_closing", "_unacked", "_rate", "_bucket", "_bucket_updated",
     )
 
     def __init__(self, receive: Receive, send: Send, user: User, hub: Hub, settings: Settings) -> None:
@@ -100,7 +100,7 @@ class Connection:
         # Frames pushed during the current event loop callback, written together right after it
         # (realtime.gateway.coalesce), and the server protocol that writes them. The protocol is
         # None under a server other than uvicorn's websockets-sansio.
-        self._held: list[str] | None = None
+        self._held_frames: list[str] | None = None
         self._protocol = coalesce.raw_protocol(send)
         # Whether a frame was queued since the last release_idle_writer call.
         self._active = False
@@ -117,32 +117,32 @@ class Connection:
         """Send or queue a frame; a full outbox closes the connection as a slow consumer."""
         if self._closing:
             return
-        if self._held is not None:
-            self._held.append(frame)
+        if self._held_frames is not None:
+            self._held_frames.append(frame)
             return
         if self._protocol is not None and self._can_send_now():
             # Nothing is queued or being sent: keep the frame, and the ones pushed after it in
             # this callback, for one write right after the callback.
-            self._held = [frame]
+            self._held_frames = [frame]
             coalesce.hold(self)
             return
         self._push_now(frame)
 
     def write_held(self) -> None:
         """Write the frames held since the callback began, in one socket write when possible."""
-        held, self._held = self._held, None
-        if held is None or self._closing:
+        held_frames, self._held_frames = self._held_frames, None
+        if held_frames is None or self._closing:
             return
         if self._protocol is not None and self._can_send_now():
             try:
-                if coalesce.write_frames(self._protocol, held):
+                if coalesce.write_frames(self._protocol, held_frames):
                     return
             except Exception:
                 # A uvicorn whose protocol differs from the one this was written against: the
                 # frames still go out, one by one through the ASGI send.
                 logger.exception("connection %s: writing frames together failed; sending them one by one", self.session_id)
                 self._protocol = None
-        for frame in held:
+        for frame in held_frames:
             self._push_now(frame)
 
     def _can_send_now(self) -> bool:
@@ -172,7 +172,7 @@ class Connection:
         """Queue an ephemeral frame (typing) only while the outbox is under half full."""
         if self._closing:
             return
-        if self._held is not None:
+        if self._held_frames is not None:
             self.write_held()  # the held frames were pushed first, so they go first
         outbox = self._outbox
         if outbox is None:
@@ -205,7 +205,7 @@ class Connection:
                 raise ConnectionClosing from None
         if self._closing:
             raise ConnectionClosing
-        if self._held is not None:
+        if self._held_frames is not None:
             self.write_held()  # the held frames were pushed first, so they go first
         if self._outbox is None:
             self._outbox = collections.deque()
@@ -332,7 +332,7 @@ class Connection:
         """Send what is queued (within the grace time), then close with 1001."""
         if self._closing:
             return
-        if self._held is not None:
+        if self._held_frames is not None:
             self.write_held()
         self._closing = True
         self._make_room()
