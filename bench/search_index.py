@@ -8,8 +8,8 @@ the content) in batches of 30, one transaction per batch, as the message writer 
 once with each index and once without, and prints the time per message. Two kinds of content: 35 random
 words of 2 to 9 letters cut to 200 characters, like chat text, and the load generator's
 `~T<time>~R<room>~C<client>~` followed by 200 `x`. On SQLite the indexes are FTS5 tables kept by
-a trigger, with the `unicode61` and the `trigram` tokenizer; on PostgreSQL GIN indexes over
-`to_tsvector('simple', content)` and over `content gin_trgm_ops`.
+a trigger, with the `unicode61` and the `trigram` tokenizer. On PostgreSQL they are GIN indexes
+over `to_tsvector('simple', content)` and over `content gin_trgm_ops`.
 """
 
 from __future__ import annotations

@@ -9,7 +9,8 @@ messages of one connection are stored, and acknowledged, in the order they arriv
 When a batch's results arrive and more messages are waiting, the writer hands the next batch to
 the database first and then runs the acks and deliveries of the batch it has. The database (the
 SQLite writer process, or the PostgreSQL server) stores the next batch while this process sends
-frames, instead of each waiting for the other. At most two batches are under way, and they complete in order.
+frames, instead of each waiting for the other. At most two batches are under way, and they
+complete in order.
 
 Guarantee: a completion callback (the ack) runs only after the batch has committed, so nothing
 acknowledged can be lost to a crash of this process.

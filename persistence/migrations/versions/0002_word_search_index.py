@@ -1,18 +1,21 @@
 """Search by whole words, with trigram indexes only over the scripts written without spaces.
 
 The first schema indexed every three-character sequence of every message, which made each
-stored chat message three to four times as costly to index as its words. Words in spaced scripts now
-match as whole words on both databases, and only messages holding a character of a script
-written without spaces (Chinese, Japanese, Korean, Thai, Lao, Khmer, Myanmar) go into a trigram
-index, where a word matches anywhere inside the content.
+stored chat message three to four times as costly to index as its words. Words in spaced
+scripts now match as whole words on both databases. Only messages that contain a character of a
+script written without spaces (Chinese, Japanese, Korean, Thai, Lao, Khmer, Myanmar) go into a
+trigram index, where a word matches anywhere inside the content.
 
 SQLite: the FTS5 table `messages_fts` is rebuilt with the unicode61 tokenizer, and a trigram
-FTS5 table `messages_trigram_fts` holds the messages in those scripts. PostgreSQL: the word
-index turns ASCII punctuation into spaces before `to_tsvector('simple', ...)`, so that words
-split where SQLite's tokenizer splits them (its parser keeps e-mail addresses, URLs, file names
-and decimals as single words), and the pg_trgm index becomes a partial index over the messages
-in those scripts. Both rebuild from the stored messages, which
-takes a while on a large database; writes wait meanwhile.
+FTS5 table `messages_trigram_fts` indexes the messages in those scripts.
+
+PostgreSQL: the word index turns ASCII punctuation into spaces before `to_tsvector('simple',
+...)`, so that words split where SQLite's tokenizer splits them. Without that step its parser
+keeps e-mail addresses, URLs, file names and decimals as single words. The pg_trgm index becomes
+a partial index over the messages in those scripts.
+
+Both databases rebuild the indexes from the stored messages, which takes a while on a large
+database, and writes wait meanwhile.
 
 Revision ID: 0002
 Revises: 0001
@@ -33,7 +36,7 @@ depends_on: str | Sequence[str] | None = None
 
 # The scripts written without spaces, as a character class. persistence.search holds the same
 # class, and PostgreSQL's searches repeat the index condition built from it, so the two must
-# stay equal; a later change to the class needs a migration of its own.
+# stay equal. A later change to the class needs a migration of its own.
 NO_SPACE_CHARACTERS = (
     "\u0e00-\u0eff"  # Thai, Lao
     "\u1000-\u109f"  # Myanmar
@@ -54,7 +57,6 @@ TRIGRAM_TRIGGERS = (
     "messages_trigram_fts_after_delete",
     "messages_trigram_fts_after_update",
 )
-
 
 # ASCII punctuation (Python's string.punctuation) and as many spaces, as SQL literals.
 PUNCTUATION = "'" + "!\"#$%&''()*+,-./:;<=>?@[\\]^_`{|}~" + "'"
@@ -78,6 +80,7 @@ def downgrade() -> None:
 
 
 def replace_postgresql_word_index(text: str) -> None:
+    """Create the word index again over `to_tsvector('simple', text)`."""
     op.execute("DROP INDEX IF EXISTS ix_messages_content_fts")
     op.execute(
         f"CREATE INDEX ix_messages_content_fts ON messages USING gin (to_tsvector('simple'::regconfig, {text}))"
@@ -138,7 +141,7 @@ def drop_sqlite_search() -> None:
 
 
 def create_word_triggers() -> None:
-    """The triggers that keep messages_fts equal to messages.content, whatever its tokenizer."""
+    """Create the triggers that keep messages_fts equal to messages.content, whatever its tokenizer."""
     op.execute(
         "CREATE TRIGGER messages_fts_after_insert AFTER INSERT ON messages BEGIN "
         "INSERT INTO messages_fts(rowid, content) VALUES (new.pk, new.content); END"
