@@ -440,8 +440,16 @@ class PostgresqlAppender:
                 if self._statement is None:
                     await self._connect()
                 results = await append_in_one_statement(self._statement, batch)
-            except (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError, asyncpg.OperatorInterventionError) as error:
-                # The connection is gone or unusable: the next batch opens a new one.
+            except (
+                OSError,
+                asyncpg.PostgresConnectionError,
+                asyncpg.InterfaceError,
+                asyncpg.InternalClientError,
+                asyncpg.OperatorInterventionError,
+            ) as error:
+                # The connection is gone or unusable: the next batch opens a new one. After the
+                # server terminated the session, asyncpg sometimes raised InternalClientError
+                # ("another operation is in progress") on the next statement instead.
                 await self._close()
                 raise _rebuild_error("transient", str(error)) from error
             except (DBAPIError, asyncpg.DeadlockDetectedError, asyncpg.SerializationError) as error:
