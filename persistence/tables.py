@@ -144,16 +144,9 @@ class MessageRow(TimestampedRow, Base):
     __table_args__ = (
         # Also the index for reading a conversation's messages: conversation_id leads.
         UniqueConstraint("conversation_id", "seq"),
-        Index("ix_messages_sender_id", "sender_id"),
-        Index("ix_messages_created_at", "created_at"),
-        Index(
-            "uq_messages_sender_id_client_msg_id",
-            "sender_id",
-            "client_msg_id",
-            unique=True,
-            sqlite_where=text("client_msg_id IS NOT NULL"),
-            postgresql_where=text("client_msg_id IS NOT NULL"),
-        ),
+        # Also the index for finding a sender's messages: sender_id leads, and a NULL
+        # client_msg_id never collides with another.
+        Index("uq_messages_sender_id_client_msg_id", "sender_id", "client_msg_id", unique=True),
     )
 
     pk: Mapped[int] = mapped_column(RowKey, primary_key=True, autoincrement=True)

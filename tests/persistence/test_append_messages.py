@@ -232,3 +232,31 @@ async def test_appender_reconnects_after_backend_terminated(db, world):
     finally:
         await admin.close()
         await writer.close()
+
+
+async def test_appender_plan_finds_keys_by_the_unique_index(db, world):
+    """The plan made on a small table looks up each client_msg_id in the unique index.
+
+    A plan that reads all of the sender's messages instead makes every batch slower as the
+    table grows, and PostgreSQL keeps that plan for as long as the connection lives.
+    """
+    if db.dialect != "postgresql":
+        pytest.skip("plans of prepared statements are PostgreSQL's")
+    writer = PostgresqlAppender(db)
+    try:
+        # With 1,000 messages from one sender and an index on sender_id alone, PostgreSQL 15
+        # chose that index.
+        for start in range(0, 1000, 100):
+            await writer.append_batch([new(world, f"m{n}", client_msg_id=f"k{n}") for n in range(start, start + 100)])
+        raw = (await writer._connection.get_raw_connection()).driver_connection
+        await raw.execute(f"PREPARE append_check(uuid[], uuid[], uuid[], text[], text[], text[]) AS {APPEND_STATEMENT}")
+        # The appender's session plans once for all parameters, so this shows the plan it uses.
+        rows = await raw.fetch("EXPLAIN EXECUTE append_check(NULL, NULL, NULL, NULL, NULL, NULL)")
+        await raw.execute("DEALLOCATE append_check")
+    finally:
+        await writer.close()
+    plan = "\n".join(row[0] for row in rows)
+
+    assert "Index Scan using uq_messages_sender_id_client_msg_id on messages" in plan
+    assert "Index Cond: ((sender_id = i_1.sender_id) AND ((client_msg_id)::text = i_1.client_msg_id))" in plan
+    assert "Seq Scan" not in plan

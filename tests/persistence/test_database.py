@@ -34,7 +34,7 @@ async def test_migrate_is_idempotent(db):
     await db.migrate()
     async with db.engine.connect() as connection:
         version = await connection.scalar(text("SELECT version_num FROM alembic_version"))
-    assert version == "0002"
+    assert version == "0003"
 
 
 async def test_ping_answers(db):
