@@ -409,7 +409,7 @@ class PostgresqlAppender:
             # scan the table, and each batch then takes longer as the table grows. Every table
             # the statement reads has an index for it, so this connection does not scan. Left
             # to choose, PostgreSQL also planned the statement again for each batch of one
-            # message (650 against 300 us of backend CPU, measured by hand); with only index
+            # message (650 against 300 us of backend CPU, measured by hand). With only index
             # scans to choose from, the plan made once serves every batch size.
             await raw.execute("SET enable_seqscan = off; SET plan_cache_mode = force_generic_plan")
             self._statement = await raw.prepare(APPEND_STATEMENT)
