@@ -6,6 +6,11 @@ waiting when the writer becomes free, up to ``batch_max`` messages, and when few
 lingers up to ``batch_wait_ms`` for more. Because there is one writer and one FIFO queue, the
 messages of one connection are stored, and acknowledged, in the order they arrived.
 
+Under load the writer spaces its batches: when the last batch held more than one message, the
+next one begins no sooner than ``batch_interval_ms`` after it. Each batch then holds more
+messages, so the store, the Redis publishes and the frame writes cost less per message, and a
+message waits at most that long more. A lone message goes at once.
+
 When a batch's results arrive and more messages are waiting, the writer hands the next batch to
 the database first and then runs the acks and deliveries of the batch it has. The database (the
 SQLite writer process, or the PostgreSQL server) stores the next batch while this process sends
@@ -39,6 +44,7 @@ logger = logging.getLogger(__name__)
 # connection) rolled back, so it is retried whole. After this long its messages fail with
 # `internal` and are not acknowledged.
 STORE_RETRY_SECONDS = 15.0
+STOPPED = "the server stopped before the message was stored"
 
 
 class StoredMessageSink(Protocol):
@@ -71,12 +77,16 @@ class MessagePipeline:
         *,
         batch_max: int = 200,
         batch_wait_ms: float = 1.0,
+        batch_interval_ms: float = 0.0,
         queue_max: int = 10_000,
     ) -> None:
         self._db = db
         self._sink = sink
         self._batch_max = batch_max
         self._batch_wait = batch_wait_ms / 1000
+        self._batch_interval = batch_interval_ms / 1000
+        # When the next batch may begin; 0 while the writer keeps up (see _begin).
+        self._next_batch_at = 0.0
         self._queue: asyncio.Queue[tuple[NewMessage, Completion]] = asyncio.Queue(maxsize=queue_max)
         self._writer: asyncio.Task[None] | None = None
         self._idle = asyncio.Event()
@@ -155,13 +165,18 @@ class MessagePipeline:
                         first = await self._queue.get()
                         self._idle.clear()
                         batch = [first]
-                        await self._collect(batch)
+                        try:
+                            await self._collect(batch)
+                        except asyncio.CancelledError:
+                            # Stopped while the batch waited for its turn: nothing is stored.
+                            self._complete_batch(batch, RuntimeError(STOPPED))
+                            raise
                         in_flight = (batch, self._begin(batch))
                     batch, storing = in_flight
                     results = await storing
                     in_flight = None
                     try:
-                        if not self._queue.empty():
+                        if not self._queue.empty() and time.monotonic() >= self._next_batch_at:
                             following: list[tuple[NewMessage, Completion]] = []
                             self._take_waiting(following)
                             in_flight = (following, self._begin(following))
@@ -186,11 +201,13 @@ class MessagePipeline:
                 # settled() stops waiting for it.
                 batch, storing = in_flight
                 storing.cancel()
-                self._finish(batch, RuntimeError("the server stopped before the message was stored"))
+                self._finish(batch, RuntimeError(STOPPED))
 
     def _begin(self, batch: list[tuple[NewMessage, Completion]]) -> asyncio.Task[StoreResults]:
         """Start storing `batch` in a task of its own."""
         self._begun_batches += 1
+        # A batch of one message means the writer keeps up, so the next batch need not wait.
+        self._next_batch_at = time.monotonic() + self._batch_interval if len(batch) > 1 else 0.0
         return asyncio.create_task(self._append_with_retry([message for message, _ in batch]))
 
     def _take_waiting(self, batch: list[tuple[NewMessage, Completion]]) -> None:
@@ -200,6 +217,10 @@ class MessagePipeline:
 
     async def _collect(self, batch: list[tuple[NewMessage, Completion]]) -> None:
         queue = self._queue
+        spacing = self._next_batch_at - time.monotonic()
+        if spacing > 0:
+            # Under load: everything that arrives meanwhile joins this batch.
+            await asyncio.sleep(spacing)
         self._take_waiting(batch)
         if len(batch) >= self._batch_max or self._batch_wait <= 0:
             return

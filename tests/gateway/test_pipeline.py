@@ -125,3 +125,55 @@ async def test_stop_during_hand_over_completes_both_batches(db, world):  # noqa:
     assert outcomes[1].result.message.seq == 1
     assert outcomes[2].result is None
     assert "stopped" in str(outcomes[2].error)
+
+
+def record_begins(pipeline: MessagePipeline) -> list[tuple[float, int]]:
+    """Make the pipeline record when each batch begins and how many messages it holds."""
+    begins: list[tuple[float, int]] = []
+    begin = pipeline._begin
+
+    def recording_begin(batch):
+        begins.append((asyncio.get_running_loop().time(), len(batch)))
+        return begin(batch)
+
+    pipeline._begin = recording_begin
+    return begins
+
+
+async def test_batches_under_load_begin_an_interval_apart(db, world):  # noqa: F811
+    """After a batch of several messages, the next batch waits out the interval and takes all that came."""
+    pipeline = MessagePipeline(db, StoredLog(), batch_wait_ms=0, batch_interval_ms=500)
+    begins = record_begins(pipeline)
+    outcomes: list[StoreOutcome] = []
+    await pipeline.start()
+    try:
+        # A lone message first, so that the store is warm; it does not hold the next batch back.
+        await asyncio.wait_for(pipeline.submit(new_message(world, 1)), 30)
+        # Queued before the writer runs, so they form one batch.
+        await pipeline.enqueue(new_message(world, 2), outcomes.append)
+        await pipeline.enqueue(new_message(world, 3), outcomes.append)
+        while len(outcomes) < 2:
+            await asyncio.sleep(0.001)
+        for number in (4, 5, 6):
+            await pipeline.enqueue(new_message(world, number), outcomes.append)
+            await asyncio.sleep(0.01)
+        assert await pipeline.drain(30)
+    finally:
+        await pipeline.stop()
+
+    assert [size for _, size in begins] == [1, 2, 3]
+    assert begins[2][0] - begins[1][0] >= 0.5
+    assert [outcome.result.message.seq for outcome in outcomes] == [2, 3, 4, 5, 6]
+
+
+async def test_batch_after_a_lone_message_is_not_held_back(db, world):  # noqa: F811
+    """A batch of one message means the writer keeps up, so the next message is stored at once."""
+    pipeline = MessagePipeline(db, StoredLog(), batch_wait_ms=0, batch_interval_ms=60_000)
+    await pipeline.start()
+    try:
+        for number in (1, 2, 3):
+            await asyncio.wait_for(pipeline.submit(new_message(world, number)), 10)
+    finally:
+        await pipeline.stop()
+
+    assert pipeline.committed_batches == 3
