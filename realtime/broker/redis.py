@@ -53,6 +53,8 @@ class RedisBroker(Broker):
             health_check_interval=5,
         )
         self._channels: set[str] = {CONTROL_CHANNEL}
+        # Every event this instance publishes comes back to it, and starts with this.
+        self._own_prefix = f"{self.instance_id} "
         self._pubsub: PubSub | None = None
         self._outgoing: collections.deque[tuple[str, str]] = collections.deque(maxlen=PUBLISH_QUEUE_MAX)
         self._outgoing_ready = asyncio.Event()
@@ -162,13 +164,13 @@ class RedisBroker(Broker):
             backoff = min(backoff * 2, RECONNECT_BACKOFF_MAX_SECONDS)
 
     def _dispatch(self, data: str) -> None:
+        if data.startswith(self._own_prefix):
+            return  # this instance delivered it locally already; no need to parse it
         try:
             event = BrokerEvent.decode(data)
         except ValueError:
             logger.warning("ignored a malformed broker event of %d characters", len(data))
             return
-        if event.origin == self.instance_id:
-            return  # this instance delivered it locally already
         self.received_events += 1
         if event.kind is EventKind.RESYNC:
             asyncio.get_running_loop().create_task(self._request_resync())
