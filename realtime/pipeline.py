@@ -7,9 +7,9 @@ lingers up to ``batch_wait_ms`` for more. Because there is one writer and one FI
 messages of one connection are stored, and acknowledged, in the order they arrived.
 
 Under load the writer spaces its batches: when the last batch held more than one message, the
-next one begins no sooner than ``batch_interval_ms`` after it. Each batch then holds more
-messages, so the store, the Redis publishes and the frame writes cost less per message, and a
-message waits at most that long more. A lone message goes at once.
+next one begins no sooner than ``batch_interval_ms`` after it. Each batch then contains more
+messages, so the store, the Redis publishes and the frame writes cost less per message. A message
+waits at most that long more, and a lone message goes at once.
 
 When a batch's results arrive and more messages are waiting, the writer hands the next batch to
 the database first and then runs the acks and deliveries of the batch it has. The database (the
@@ -85,7 +85,7 @@ class MessagePipeline:
         self._batch_max = batch_max
         self._batch_wait = batch_wait_ms / 1000
         self._batch_interval = batch_interval_ms / 1000
-        # When the next batch may begin; 0 while the writer keeps up (see _begin).
+        # The earliest start of the next batch, or 0 while the writer keeps up (see _begin).
         self._next_batch_at = 0.0
         self._queue: asyncio.Queue[tuple[NewMessage, Completion]] = asyncio.Queue(maxsize=queue_max)
         self._writer: asyncio.Task[None] | None = None
@@ -168,7 +168,7 @@ class MessagePipeline:
                         try:
                             await self._collect(batch)
                         except asyncio.CancelledError:
-                            # Stopped while the batch waited for its turn: nothing is stored.
+                            # Stopped while the batch waited for its turn, so nothing of it is stored.
                             self._complete_batch(batch, RuntimeError(STOPPED))
                             raise
                         in_flight = (batch, self._begin(batch))
@@ -219,7 +219,7 @@ class MessagePipeline:
         queue = self._queue
         spacing = self._next_batch_at - time.monotonic()
         if spacing > 0:
-            # Under load: everything that arrives meanwhile joins this batch.
+            # Under load, so everything that arrives meanwhile joins this batch.
             await asyncio.sleep(spacing)
         self._take_waiting(batch)
         if len(batch) >= self._batch_max or self._batch_wait <= 0:

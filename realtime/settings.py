@@ -50,10 +50,10 @@ class Settings(BaseSettings):
     # which trades ack latency for fewer transactions.
     write_batch_max: int = Field(200, ge=1, le=10_000)
     write_batch_wait_ms: float = Field(0.0, ge=0, le=1000)
-    # Under load (the last batch held more than one message), batches begin at least this far
-    # apart. Fuller batches cost less CPU per message in the store, in Redis and in frame
-    # writes; a message may wait this much longer for its ack. 0 sends each batch as soon as
-    # the writer is free.
+    # Under load (the last batch contained more than one message), batches begin at least this
+    # far apart. Fuller batches cost less CPU per message in the store, in Redis and in frame
+    # writes, and a message may wait this much longer for its ack. 0 starts each batch as soon
+    # as the writer is free.
     write_batch_interval_ms: float = Field(5.0, ge=0, le=1000)
     # Messages accepted but not yet stored, across all connections of a process. When the writer
     # is this far behind, new sends wait (backpressure) instead of queueing without bound.

@@ -128,7 +128,7 @@ async def test_stop_during_hand_over_completes_both_batches(db, world):  # noqa:
 
 
 def record_begins(pipeline: MessagePipeline) -> list[tuple[float, int]]:
-    """Make the pipeline record when each batch begins and how many messages it holds."""
+    """Record when each batch of `pipeline` begins and how many messages it contains."""
     begins: list[tuple[float, int]] = []
     begin = pipeline._begin
 
@@ -140,14 +140,14 @@ def record_begins(pipeline: MessagePipeline) -> list[tuple[float, int]]:
     return begins
 
 
-async def test_batches_under_load_begin_an_interval_apart(db, world):  # noqa: F811
+async def test_loaded_batches_begin_interval_apart(db, world):  # noqa: F811
     """After a batch of several messages, the next batch waits out the interval and takes all that came."""
     pipeline = MessagePipeline(db, StoredLog(), batch_wait_ms=0, batch_interval_ms=500)
     begins = record_begins(pipeline)
     outcomes: list[StoreOutcome] = []
     await pipeline.start()
     try:
-        # A lone message first, so that the store is warm; it does not hold the next batch back.
+        # A lone message first, so that the store is warm. It does not hold the next batch back.
         await asyncio.wait_for(pipeline.submit(new_message(world, 1)), 30)
         # Queued before the writer runs, so they form one batch.
         await pipeline.enqueue(new_message(world, 2), outcomes.append)
@@ -166,7 +166,7 @@ async def test_batches_under_load_begin_an_interval_apart(db, world):  # noqa: F
     assert [outcome.result.message.seq for outcome in outcomes] == [2, 3, 4, 5, 6]
 
 
-async def test_batch_after_a_lone_message_is_not_held_back(db, world):  # noqa: F811
+async def test_lone_message_batch_not_spaced(db, world):  # noqa: F811
     """A batch of one message means the writer keeps up, so the next message is stored at once."""
     pipeline = MessagePipeline(db, StoredLog(), batch_wait_ms=0, batch_interval_ms=60_000)
     await pipeline.start()

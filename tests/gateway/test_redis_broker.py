@@ -15,8 +15,8 @@ from tests.support.services import require_redis
 pytestmark = pytest.mark.redis
 
 
-async def test_events_reach_other_instances_but_not_their_publisher():
-    """Redis sends a publish back to the publisher too; only the other instance handles it."""
+async def test_publisher_skips_own_events():
+    """Only the other instance handles an event, although Redis sends it to the publisher too."""
     url = require_redis()
     conversation_id = uuid.uuid4()
     channel = conversation_channel(conversation_id)
@@ -47,7 +47,7 @@ async def test_events_reach_other_instances_but_not_their_publisher():
             if len(received[1]) == 2:
                 break
             await asyncio.sleep(0.01)
-        # Redis sent the publisher's own copies as well; give its listener time to read them.
+        # Redis sent the publisher its own copies as well, so give its listener time to read them.
         await asyncio.sleep(0.2)
     finally:
         for broker in brokers:
