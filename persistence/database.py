@@ -10,6 +10,7 @@ from typing import Any, Self
 
 from alembic import command
 from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
 from sqlalchemy import text
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.exc import OperationalError
@@ -148,8 +149,11 @@ class Database:
             await writer.close()
         await self.engine.dispose()
 
-    async def migrate(self) -> None:
+    async def migrate(self) -> tuple[str | None, str | None]:
         """Apply every Alembic migration up to head; a no-op when the schema is current.
+
+        Return the schema's revision before and after the upgrade (before is None for a new
+        database).
 
         Creates the SQLite file (not its folder) when it does not exist. Safe when several
         processes start at once: SQLite serialises them on the write lock (BEGIN IMMEDIATE)
@@ -164,24 +168,26 @@ class Database:
 
         for attempt in range(1, 6):
             try:
-                await self._upgrade_to_head()
-                return
+                return await self._upgrade_to_head()
             except OperationalError as exc:
                 if self.dialect != "sqlite" or not sqlite.is_lock_error(exc) or attempt == 5:
                     raise
                 logger.warning("database is locked while migrating; retry %d of 5", attempt)
                 await asyncio.sleep(0.2 * attempt)
 
-    async def _upgrade_to_head(self) -> None:
+    async def _upgrade_to_head(self) -> tuple[str | None, str | None]:
         async with self.engine.connect() as connection:
             if self.dialect == "sqlite":
                 await connection.execution_options(**{sqlite.BEGIN_MODE_OPTION: "IMMEDIATE"})
             async with connection.begin():
-                await upgrade_in_transaction(connection)
+                return await upgrade_in_transaction(connection)
 
 
-async def upgrade_in_transaction(connection: AsyncConnection) -> None:
+async def upgrade_in_transaction(connection: AsyncConnection) -> tuple[str | None, str | None]:
     """Apply the missing migrations inside the connection's open (write) transaction.
+
+    Return the schema's revision before and after the upgrade (before is None for a new
+    database).
 
     Both databases roll DDL back with the transaction, so a caller that fails later in the
     same transaction leaves no trace of the migration either.
@@ -190,7 +196,7 @@ async def upgrade_in_transaction(connection: AsyncConnection) -> None:
         await connection.execute(
             text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY}
         )
-    await connection.run_sync(_run_alembic_upgrade)
+    return await connection.run_sync(_run_alembic_upgrade)
 
 
 def alembic_config(connection: Connection | None = None) -> Config:
@@ -202,8 +208,10 @@ def alembic_config(connection: Connection | None = None) -> Config:
     return config
 
 
-def _run_alembic_upgrade(connection: Connection) -> None:
+def _run_alembic_upgrade(connection: Connection) -> tuple[str | None, str | None]:
+    before = MigrationContext.configure(connection).get_current_revision()
     command.upgrade(alembic_config(connection), "head")
+    return before, MigrationContext.configure(connection).get_current_revision()
 
 
 def _is_sqlite_memory(database: str | None, backend: str) -> bool:

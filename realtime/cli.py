@@ -80,17 +80,22 @@ def _export_settings(settings: Settings) -> None:
     os.environ.update(values)
 
 
-async def _migrate(settings: Settings) -> None:
+async def _migrate(settings: Settings) -> tuple[str | None, str | None]:
     from persistence.database import Database
 
     async with Database(settings.database_url) as db:
-        await db.migrate()
+        return await db.migrate()
 
 
 def command_migrate(args: argparse.Namespace) -> int:
     settings = load_settings(database_url=args.database_url)
-    asyncio.run(_migrate(settings))
-    print("migrations applied: the database schema is at the latest revision")
+    before, after = asyncio.run(_migrate(settings))
+    if before is None:
+        print(f"database schema created at the latest revision ({after})")
+    elif before == after:
+        print(f"database schema already at the latest revision ({after}); nothing to apply")
+    else:
+        print(f"database schema upgraded from revision {before} to the latest revision ({after})")
     return EXIT_OK
 
 

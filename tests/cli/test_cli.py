@@ -8,13 +8,17 @@ import sqlite3
 
 import jwt
 import pytest
+from alembic import command
 from litestar.testing import AsyncTestClient
+
+from persistence.database import Database, alembic_config
 
 from realtime.app import create_app
 from realtime.cli import main
 from realtime.settings import load_settings
 
 JWT_SECRET = "cli-suite-secret-0123456789abcdef0123456789"
+HEAD_REVISION = "0003"
 
 
 @pytest.fixture
@@ -82,7 +86,24 @@ def test_migrate_creates_database_file(capsys, database_url, tmp_path):
 
     assert code == 0
     assert (tmp_path / "cli.db").exists()
-    assert "latest revision" in out
+    assert out.strip() == f"database schema created at the latest revision ({HEAD_REVISION})"
+
+
+async def downgrade(url: str, revision: str) -> None:
+    async with Database(url) as db, db.engine.begin() as connection:
+        await connection.run_sync(lambda sync: command.downgrade(alembic_config(sync), revision))
+
+
+def test_migrate_reports_revisions_applied(capsys, database_url):
+    """migrate prints the revision it started from, or that nothing was left to apply."""
+    run(capsys, "migrate")
+    asyncio.run(downgrade(database_url, "0002"))
+
+    _, upgraded, _ = run(capsys, "migrate")
+    _, current, _ = run(capsys, "migrate")
+
+    assert upgraded.strip() == f"database schema upgraded from revision 0002 to the latest revision ({HEAD_REVISION})"
+    assert current.strip() == f"database schema already at the latest revision ({HEAD_REVISION}); nothing to apply"
 
 
 def test_users_create_prints_user_json(capsys, database_url):
