@@ -404,13 +404,9 @@ class PostgresqlAppender:
         self._connection = await self._db.engine.connect()
         try:
             raw = (await self._connection.get_raw_connection()).driver_connection
-            # PostgreSQL plans a prepared statement once for all parameters, with the
-            # statistics of that moment. On a new, nearly empty messages table that plan may
-            # scan the table, and each batch then takes longer as the table grows. Every table
-            # the statement reads has an index for it, so this connection does not scan. Left
-            # to choose, PostgreSQL also planned the statement again for each batch of one
-            # message (650 against 300 us of backend CPU, measured by hand). With only index
-            # scans to choose from, the plan made once serves every batch size.
+            # PostgreSQL keeps one plan for this statement, made on the statistics of the moment.
+            # Every table it reads has an index for it, so the session never scans (slower as the
+            # table grows) and never plans again per batch (650 against 300 us for one message).
             await raw.execute("SET enable_seqscan = off; SET plan_cache_mode = force_generic_plan")
             self._statement = await raw.prepare(APPEND_STATEMENT)
         except BaseException:

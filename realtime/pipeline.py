@@ -6,8 +6,8 @@ waiting when the writer becomes free, up to ``batch_max`` messages, and when few
 lingers up to ``batch_wait_ms`` for more. Because there is one writer and one FIFO queue, the
 messages of one connection are stored, and acknowledged, in the order they arrived.
 
-Under load the writer spaces its batches: when the last batch held more than one message, the
-next one begins no sooner than ``batch_interval_ms`` after it. Each batch then contains more
+Under load the writer spaces its batches: when the last batch contained more than one message,
+the next one begins no sooner than ``batch_interval_ms`` after it. Each batch then contains more
 messages, so the store, the Redis publishes and the frame writes cost less per message. A message
 waits at most that long more, and a lone message goes at once.
 

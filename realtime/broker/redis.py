@@ -165,7 +165,7 @@ class RedisBroker(Broker):
 
     def _dispatch(self, data: str) -> None:
         if data.startswith(self._own_prefix):
-            return  # this instance delivered it locally already; no need to parse it
+            return  # delivered locally already, so it is dropped before it is parsed
         try:
             event = BrokerEvent.decode(data)
         except ValueError:

@@ -127,6 +127,11 @@ async def test_stop_during_hand_over_completes_both_batches(db, world):  # noqa:
     assert "stopped" in str(outcomes[2].error)
 
 
+async def wait_for_outcomes(outcomes: list[StoreOutcome], count: int) -> None:
+    while len(outcomes) < count:
+        await asyncio.sleep(0.001)
+
+
 def record_begins(pipeline: MessagePipeline) -> list[tuple[float, int]]:
     """Record when each batch of `pipeline` begins and how many messages it contains."""
     begins: list[tuple[float, int]] = []
@@ -152,8 +157,7 @@ async def test_loaded_batches_begin_interval_apart(db, world):  # noqa: F811
         # Queued before the writer runs, so they form one batch.
         await pipeline.enqueue(new_message(world, 2), outcomes.append)
         await pipeline.enqueue(new_message(world, 3), outcomes.append)
-        while len(outcomes) < 2:
-            await asyncio.sleep(0.001)
+        await asyncio.wait_for(wait_for_outcomes(outcomes, 2), 30)
         for number in (4, 5, 6):
             await pipeline.enqueue(new_message(world, number), outcomes.append)
             await asyncio.sleep(0.01)

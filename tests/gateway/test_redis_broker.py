@@ -15,6 +15,11 @@ from tests.support.services import require_redis
 pytestmark = pytest.mark.redis
 
 
+async def wait_for_events(events: list[BrokerEvent], count: int) -> None:
+    while len(events) < count:
+        await asyncio.sleep(0.01)
+
+
 async def test_publisher_skips_own_events():
     """Only the other instance handles an event, although Redis sends it to the publisher too."""
     url = require_redis()
@@ -43,16 +48,17 @@ async def test_publisher_skips_own_events():
         for seq in (1, 2):
             event = BrokerEvent(EventKind.MESSAGE, conversation_id, seq, f'{{"seq":{seq}}}', brokers[0].instance_id)
             brokers[0].publish(channel, event)
-        for _ in range(500):
-            if len(received[1]) == 2:
-                break
-            await asyncio.sleep(0.01)
-        # Redis sent the publisher its own copies as well, so give its listener time to read them.
-        await asyncio.sleep(0.2)
+        await asyncio.wait_for(wait_for_events(received[1], 2), 5)
+        # Redis sends a subscriber its messages in the order it took the publishes, so once the
+        # first broker has this marker it has also read its own copies of the two events.
+        marker = BrokerEvent(EventKind.MESSAGE, conversation_id, 3, '{"seq":3}', brokers[1].instance_id)
+        brokers[1].publish(channel, marker)
+        await asyncio.wait_for(wait_for_events(received[0], 1), 5)
     finally:
         for broker in brokers:
             await broker.stop()
 
     assert [(event.seq, event.body) for event in received[1]] == [(1, '{"seq":1}'), (2, '{"seq":2}')]
-    assert received[0] == []
-    assert (brokers[0].received_events, brokers[1].received_events) == (0, 2)
+    assert [event.seq for event in received[0]] == [3]
+    assert brokers[0].received_events == 1
+    assert brokers[1].received_events == 2

@@ -234,7 +234,7 @@ async def test_appender_reconnects_after_backend_terminated(db, world):
         await writer.close()
 
 
-async def test_appender_plan_finds_keys_by_the_unique_index(db, world):
+async def test_appender_plan_uses_key_index(db, world):
     """The plan made on a small table looks up each client_msg_id in the unique index.
 
     A plan that reads all of the sender's messages instead makes every batch slower as the
