@@ -21,7 +21,7 @@ in sync. When the searched conversations hold few messages, each one is read and
 `has_whole_words` and `casefold_contains`, functions registered on every connection.
 
 PostgreSQL: whole words through `to_tsvector('simple', ...)` over the content with its ASCII
-punctuation turned into spaces, and a GIN index on that expression. Without that step its parser
+punctuation turned into spaces (regexp_replace), and a GIN index on that expression. Without that step its parser
 keeps e-mail addresses, URLs, file names and decimals as single words, where SQLite's tokenizer
 splits them. The other words go through ILIKE, served by a partial pg_trgm index over the
 messages in those scripts.
@@ -77,11 +77,13 @@ NO_SPACE_CHARACTERS = (
 )
 _NO_SPACE_SCRIPTS = re.compile(f"[{NO_SPACE_CHARACTERS}]")
 
-# PostgreSQL turns these into spaces before it splits the content into words, in the expression
-# of the word index, which the migration that creates it repeats.
+# PostgreSQL turns ASCII punctuation into spaces before it splits the content into words, in the
+# expression of the word index, which the migration that creates it repeats. The marks form a
+# regular expression class, with `-`, `[`, `]`, `\` and `^` escaped, as an SQL literal.
 _PUNCTUATION_AS_SPACES = str.maketrans(string.punctuation, " " * len(string.punctuation))
-_SQL_PUNCTUATION = "'" + string.punctuation.replace("'", "''") + "'"
-_SQL_SPACES = "'" + " " * len(string.punctuation) + "'"
+SQL_PUNCTUATION_CLASS = (
+    "'[" + "".join("\\" + char if char in "-[]\\^" else char for char in string.punctuation).replace("'", "''") + "]'"
+)
 
 
 def split_words(query: str) -> list[str]:
@@ -161,7 +163,10 @@ def postgresql_search(
         # The index's own expression, with its constants as literals, so the planner can use it.
         config = literal_column("'simple'::regconfig")
         words_of_content = func.to_tsvector(
-            config, func.translate(messages.c.content, literal_column(_SQL_PUNCTUATION), literal_column(_SQL_SPACES))
+            config,
+            func.regexp_replace(
+                messages.c.content, literal_column(SQL_PUNCTUATION_CLASS), literal_column("' '"), literal_column("'g'")
+            ),
         )
         # Each word is a phrase of its parts (`e-mail`: `e` followed by `mail`), and every word
         # must match. phraseto_tsquery does not recognise tsquery operators in its input

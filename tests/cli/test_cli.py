@@ -9,6 +9,7 @@ import sqlite3
 import jwt
 import pytest
 from alembic import command
+from alembic.script import ScriptDirectory
 from litestar.testing import AsyncTestClient
 
 from persistence.database import Database, alembic_config
@@ -18,7 +19,7 @@ from realtime.cli import main
 from realtime.settings import load_settings
 
 JWT_SECRET = "cli-suite-secret-0123456789abcdef0123456789"
-HEAD_REVISION = "0003"
+HEAD_REVISION = ScriptDirectory.from_config(alembic_config()).get_current_head()
 
 
 @pytest.fixture

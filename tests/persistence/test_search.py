@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+import string
 import uuid
 
 import pytest
 from alembic import command
-from sqlalchemy import true
+from sqlalchemy import text, true
 
 from persistence.database import alembic_config
 from persistence.errors import NotFoundError
 from persistence.models import NewMessage
 from persistence.repositories.messages import MESSAGE_COLUMNS
-from persistence.search import postgresql_search, split_words, sqlite_search
+from persistence.search import (
+    SQL_PUNCTUATION_CLASS,
+    postgresql_search,
+    split_words,
+    sqlite_search,
+)
 from tests.persistence.conftest import create_conversation, create_user
 
 TEXTS = {
@@ -268,3 +274,25 @@ async def test_search_after_upgrade_from_the_first_schema(db, world):
     assert await search(db, world.member, "port") == []
     assert await search(db, world.member, "北京见面") == [chinese]
     assert await search(db, world.member, "北京") == [chinese]
+
+
+async def test_postgresql_word_index_turns_exactly_ascii_punctuation_into_spaces(db):
+    """The word index's expression replaces the ASCII marks and nothing else, and has no pending list."""
+    if db.dialect != "postgresql":
+        pytest.skip("the expression index is PostgreSQL's")
+    sample = string.punctuation + " aé¡—x_1 «ok»"
+    async with db.engine.connect() as connection:
+        replaced = await connection.scalar(
+            text(f"SELECT regexp_replace(:sample, {SQL_PUNCTUATION_CLASS}, ' ', 'g')"), {"sample": sample}
+        )
+        definition, options = (
+            await connection.execute(
+                text(
+                    "SELECT pg_get_indexdef(c.oid), c.reloptions FROM pg_class AS c "
+                    "WHERE c.relname = 'ix_messages_content_fts' AND c.relnamespace = current_schema()::regnamespace"
+                )
+            )
+        ).one()
+    assert replaced == sample.translate(str.maketrans(string.punctuation, " " * len(string.punctuation)))
+    assert "regexp_replace" in definition
+    assert options == ["fastupdate=off"]
