@@ -16,6 +16,9 @@ from dataclasses import dataclass
 
 class EventKind(str, enum.Enum):
     MESSAGE = "m"
+    # Several messages of one conversation with consecutive seqs, from one batch: `seq` is the
+    # first, and the body holds their frames, one per line (JSON text has no raw line breaks).
+    MESSAGES = "g"
     TYPING = "t"
     PARTICIPANT_REMOVED = "r"
     CONVERSATION_DELETED = "d"
@@ -27,9 +30,10 @@ class EventKind(str, enum.Enum):
 class BrokerEvent:
     kind: EventKind
     conversation_id: uuid.UUID
-    # The message's seq for MESSAGE events, else 0.
+    # The message's seq for MESSAGE events, the first seq for MESSAGES events, else 0.
     seq: int
-    # The frame text for MESSAGE and TYPING events; the removed user's id for PARTICIPANT_REMOVED.
+    # The frame text for MESSAGE and TYPING events, the frames for MESSAGES; the removed user's id
+    # for PARTICIPANT_REMOVED.
     body: str
     origin: str
 
@@ -64,6 +68,8 @@ class Broker(abc.ABC):
     """
 
     instance_id: str
+    # False for a broker that has no other instance to reach, so publishing can be skipped.
+    reaches_other_instances = True
 
     def __init__(self) -> None:
         self.instance_id = uuid.uuid4().hex[:12]

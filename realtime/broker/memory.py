@@ -13,6 +13,8 @@ class MemoryBroker(Broker):
     it with more than one worker.
     """
 
+    reaches_other_instances = False
+
     async def start(self) -> None:
         return None
 

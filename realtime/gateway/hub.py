@@ -43,6 +43,9 @@ class Hub:
         self.connections: dict[str, Connection] = {}
         self._by_user: dict[uuid.UUID, set[Connection]] = defaultdict(set)
         self._subscribers: dict[uuid.UUID, set[Subscription]] = {}
+        # Frames stored during the current callback and not yet published, per conversation, as
+        # runs of consecutive seqs: (first seq, frames).
+        self._unpublished: dict[uuid.UUID, list[tuple[int, list[str]]]] = {}
         self.closing = False
         self._sweeper: asyncio.Task[None] | None = None
         self._idle_writer_check: asyncio.Task[None] | None = None
@@ -150,11 +153,35 @@ class Hub:
     # Events
 
     def message_stored(self, message: Message, message_json: str) -> None:
-        """Deliver a stored message to local subscribers and publish it to the other instances."""
+        """Deliver a stored message to local subscribers and publish it to the other instances.
+
+        The pipeline reports a whole batch within one event loop callback, so the publishes wait
+        until that callback ends, and the messages of one conversation with consecutive seqs go
+        out as one event. Another instance then reads and parses one Redis message for them.
+        """
         frame = message_frame(message_json)
         self._deliver(message.conversation_id, message.seq, frame)
-        event = BrokerEvent(EventKind.MESSAGE, message.conversation_id, message.seq, frame, self.broker.instance_id)
-        self.broker.publish(conversation_channel(message.conversation_id), event)
+        if not self.broker.reaches_other_instances:
+            return
+        if not self._unpublished:
+            asyncio.get_running_loop().call_soon(self._publish_stored)
+        runs = self._unpublished.setdefault(message.conversation_id, [])
+        if runs and runs[-1][0] + len(runs[-1][1]) == message.seq:
+            runs[-1][1].append(frame)
+        else:
+            runs.append((message.seq, [frame]))
+
+    def _publish_stored(self) -> None:
+        unpublished, self._unpublished = self._unpublished, {}
+        origin = self.broker.instance_id
+        for conversation_id, runs in unpublished.items():
+            channel = conversation_channel(conversation_id)
+            for first_seq, frames in runs:
+                if len(frames) == 1:
+                    event = BrokerEvent(EventKind.MESSAGE, conversation_id, first_seq, frames[0], origin)
+                else:
+                    event = BrokerEvent(EventKind.MESSAGES, conversation_id, first_seq, "\n".join(frames), origin)
+                self.broker.publish(channel, event)
 
     def typing(self, conversation_id: uuid.UUID, user_id: uuid.UUID, origin: Connection) -> None:
         """Relay a typing notice; at-most-once and unordered with messages, never stored."""
@@ -179,6 +206,9 @@ class Hub:
         """Handle an event published by another instance."""
         if event.kind is EventKind.MESSAGE:
             self._deliver(event.conversation_id, event.seq, event.body)
+        elif event.kind is EventKind.MESSAGES:
+            for offset, frame in enumerate(event.body.split("\n")):
+                self._deliver(event.conversation_id, event.seq + offset, frame)
         elif event.kind is EventKind.TYPING:
             self._deliver_typing(event.conversation_id, event.body, None)
         elif event.kind is EventKind.PARTICIPANT_REMOVED:
