@@ -70,7 +70,7 @@ def create_app(settings: Settings) -> Litestar:
             hub,
             batch_max=settings.write_batch_max,
             batch_wait_ms=settings.write_batch_wait_ms,
-            batch_interval_ms=settings.batch_interval_ms,
+            batch_interval_ms=settings.write_batch_interval_ms,
             queue_max=settings.write_queue_max,
         )
         hub.pipeline = pipeline

@@ -53,9 +53,8 @@ class Settings(BaseSettings):
     # Under load (the last batch contained more than one message), batches begin at least this
     # far apart. Fuller batches cost less CPU per message in the store, in Redis and in frame
     # writes, and a message may wait this much longer for its ack. 0 starts each batch as soon
-    # as the writer is free. Unset, it is 5 ms on a single instance and 12 ms with Redis (see
-    # batch_interval_ms).
-    write_batch_interval_ms: float | None = Field(None, ge=0, le=1000)
+    # as the writer is free.
+    write_batch_interval_ms: float = Field(5.0, ge=0, le=1000)
     # Messages accepted but not yet stored, across all connections of a process. When the writer
     # is this far behind, new sends wait (backpressure) instead of queueing without bound.
     write_queue_max: int = Field(10_000, ge=1, le=1_000_000)
@@ -110,20 +109,6 @@ class Settings(BaseSettings):
         if len(value.encode()) < MIN_JWT_SECRET_BYTES:
             raise ValueError(f"must be at least {MIN_JWT_SECRET_BYTES} bytes long")
         return value
-
-    @property
-    def batch_interval_ms(self) -> float:
-        """The spacing of loaded batches: write_batch_interval_ms, or the default for this deployment.
-
-        With Redis, every instance's batches reach each connection in writes of their own, and
-        they cross Redis, so fewer and fuller batches save more: on two instances, 12 ms held about
-        a third more messages per second than 5 ms at a fifth less CPU (docs/benchmarks.md). A
-        single instance on SQLite held more with 5 ms, where 12 ms raised its latency more than it
-        saved.
-        """
-        if self.write_batch_interval_ms is not None:
-            return self.write_batch_interval_ms
-        return 12.0 if self.redis_url else 5.0
 
     @property
     def is_sqlite(self) -> bool:

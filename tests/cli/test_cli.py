@@ -67,21 +67,6 @@ def test_settings_invalid_variable_exits_2_naming_it(capsys, monkeypatch, databa
     assert out == ""
 
 
-@pytest.mark.parametrize(
-    ("redis_url", "interval", "expected"),
-    [(None, None, 5.0), ("redis://127.0.0.1:6379/0", None, 12.0), ("redis://127.0.0.1:6379/0", "2", 2.0), (None, "0", 0.0)],
-)
-def test_batch_interval_defaults_by_deployment(monkeypatch, database_url, redis_url, interval, expected):
-    """Unset, loaded batches are spaced 5 ms apart on one instance and 12 ms with Redis."""
-    monkeypatch.delenv("CORTEX_WRITE_BATCH_INTERVAL_MS", raising=False)
-    if redis_url is not None:
-        monkeypatch.setenv("CORTEX_REDIS_URL", redis_url)
-    if interval is not None:
-        monkeypatch.setenv("CORTEX_WRITE_BATCH_INTERVAL_MS", interval)
-
-    assert load_settings().batch_interval_ms == expected
-
-
 def test_serve_invalid_port_exits_2_naming_variable(capsys, database_url):
     code, _, err = run(capsys, "serve", "--port", "70000")
 
