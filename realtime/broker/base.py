@@ -17,7 +17,7 @@ from dataclasses import dataclass
 class EventKind(str, enum.Enum):
     MESSAGE = "m"
     # Several messages of one conversation with consecutive seqs, from one batch: `seq` is the
-    # first, and the body holds their frames, one per line (JSON text has no raw line breaks).
+    # first, and the body contains their frames, one per line (JSON text has no raw line breaks).
     MESSAGES = "g"
     TYPING = "t"
     PARTICIPANT_REMOVED = "r"

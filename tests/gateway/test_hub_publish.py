@@ -6,36 +6,23 @@ import asyncio
 import uuid
 from types import SimpleNamespace
 
-from realtime.broker.base import Broker, BrokerEvent, EventKind, conversation_channel
+from realtime.broker.base import BrokerEvent, EventKind, conversation_channel
 from realtime.broker.memory import MemoryBroker
 from realtime.gateway.frames import message_frame
 from realtime.gateway.hub import Hub
 
 
-class RecordingBroker(Broker):
-    """A broker that keeps what is published instead of sending it anywhere."""
+class RecordingBroker(MemoryBroker):
+    """A broker that keeps what is published, as if other instances were there to reach."""
+
+    reaches_other_instances = True
 
     def __init__(self) -> None:
         super().__init__()
         self.published: list[tuple[str, BrokerEvent]] = []
 
-    async def start(self) -> None:
-        return None
-
-    async def stop(self) -> None:
-        return None
-
     def publish(self, channel: str, event: BrokerEvent) -> None:
         self.published.append((channel, event))
-
-    async def subscribe(self, channel: str) -> None:
-        return None
-
-    async def unsubscribe(self, channel: str) -> None:
-        return None
-
-    async def ping(self) -> None:
-        return None
 
 
 class RecordingSubscription:
@@ -53,7 +40,7 @@ def stored(hub: Hub, conversation_id: uuid.UUID, seq: int) -> str:
     return message_frame(message_json)
 
 
-async def test_batch_published_as_one_event_per_run_of_seqs():
+async def test_batch_publish_groups_seq_runs():
     broker = RecordingBroker()
     hub = Hub(None, broker)
     first, second = uuid.uuid4(), uuid.uuid4()
@@ -90,7 +77,7 @@ async def test_batch_published_as_one_event_per_run_of_seqs():
     assert [(event.kind, event.seq) for _, event in broker.published[3:]] == [(EventKind.MESSAGE, 10)]
 
 
-async def test_grouped_event_delivered_frame_by_frame_in_seq_order():
+async def test_grouped_event_delivers_in_order():
     hub = Hub(None, RecordingBroker())
     conversation_id = uuid.uuid4()
     subscription = RecordingSubscription(conversation_id)

@@ -276,7 +276,7 @@ async def test_search_after_upgrade_from_the_first_schema(db, world):
     assert await search(db, world.member, "北京") == [chinese]
 
 
-async def test_postgresql_word_index_turns_exactly_ascii_punctuation_into_spaces(db):
+async def test_postgresql_word_index_expression(db):
     """The word index's expression replaces the ASCII marks and nothing else, and has no pending list."""
     if db.dialect != "postgresql":
         pytest.skip("the expression index is PostgreSQL's")
