@@ -13,7 +13,7 @@ from typing import Any
 
 from litestar import MediaType, Request, Response
 from litestar._signature.types import ExtendedMsgSpecValidationError
-from litestar.exceptions import HTTPException, ValidationException
+from litestar.exceptions import HTTPException, SerializationException, ValidationException
 from litestar.status_codes import (
     HTTP_400_BAD_REQUEST,
     HTTP_403_FORBIDDEN,
@@ -118,7 +118,12 @@ def handle_persistence_error(_: Request[Any, Any, Any], exc: PersistenceError) -
 
 
 def handle_http_error(_: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
-    return error_response(exc.status_code, exc.detail, headers=exc.headers)
+    detail = exc.detail
+    if isinstance(exc.__cause__, SerializationException):
+        # Litestar turns a body that fails to decode into a 400 with the decoder's words only
+        # ("Input data was truncated"), which names neither the body nor JSON.
+        detail = f"request body is not valid JSON: {detail}"
+    return error_response(exc.status_code, detail, headers=exc.headers)
 
 
 def handle_recursion_error(request: Request[Any, Any, Any], exc: RecursionError) -> Response[Any]:

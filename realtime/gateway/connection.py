@@ -521,10 +521,9 @@ class Connection:
                 frame.ref,
             )
         # PostgreSQL cannot store U+0000 in text or JSON, and the failed insert would fail its batch.
-        if "\x00" in content or _contains_nul(frame.client_msg_id) or (metadata and _contains_nul(metadata)):
-            raise FrameError(
-                frames.INVALID, "content, client_msg_id and metadata must not contain U+0000 (NUL)", frame.ref
-            )
+        for field, value in (("content", content), ("client_msg_id", frame.client_msg_id), ("metadata", metadata)):
+            if _contains_nul(value):
+                raise FrameError(frames.INVALID, f"{field} must not contain U+0000 (NUL)", frame.ref)
         if not self._take_rate_token():
             raise FrameError(
                 frames.RATE_LIMITED,

@@ -155,7 +155,7 @@ async def test_workspace_malformed_json_returns_400(client, alice):
     )
 
     assert response.status_code == 400
-    assert response.json()["detail"]
+    assert response.json()["detail"].startswith("request body is not valid JSON: ")
 
 
 async def test_workspace_body_not_object_returns_422(client, alice):

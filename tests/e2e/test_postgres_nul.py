@@ -48,7 +48,9 @@ async def test_websocket_nul_rejected_later_messages_stored(postgres_server):
     assert replies["1"]["type"] == "ack"
     assert replies["2"]["type"] == "error"
     assert replies["2"]["code"] == "invalid"
+    assert replies["2"]["detail"] == "content must not contain U+0000 (NUL)"
     assert replies["3"]["code"] == "invalid"
+    assert replies["3"]["detail"] == "metadata must not contain U+0000 (NUL)"
     assert replies["4"]["type"] == "ack"
     assert replies["4"]["message"]["seq"] == 2
 
