@@ -21,9 +21,9 @@ in sync. When the searched conversations hold few messages, each one is read and
 `has_whole_words` and `casefold_contains`, functions registered on every connection.
 
 PostgreSQL: whole words through `to_tsvector('simple', ...)` over the content with its ASCII
-punctuation turned into spaces (regexp_replace), and a GIN index on that expression. Without that step its parser
-keeps e-mail addresses, URLs, file names and decimals as single words, where SQLite's tokenizer
-splits them. The other words go through ILIKE, served by a partial pg_trgm index over the
+punctuation turned into spaces (regexp_replace), and a GIN index on that expression. Without
+that step its parser keeps e-mail addresses, URLs, file names and decimals as single words, where
+SQLite's tokenizer splits them. The other words go through ILIKE, served by a partial pg_trgm index over the
 messages in those scripts.
 """
 

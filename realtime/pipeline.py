@@ -52,6 +52,9 @@ class StoredMessageSink(Protocol):
 
     def message_stored(self, message: Message, message_json: str) -> None: ...
 
+    def batch_stored(self) -> None:
+        """Finish a committed batch. The pipeline calls it once, after the batch's last message_stored."""
+
 
 @dataclass(slots=True)
 class StoreOutcome:
@@ -262,6 +265,7 @@ class MessagePipeline:
             if result.created:
                 self.stored_messages += 1
                 self._sink.message_stored(result.message, message_json)
+        self._sink.batch_stored()
 
     async def _append_with_retry(self, messages: list[NewMessage]) -> StoreResults:
         """Store a batch, retrying transient database failures; isolate a message the database rejects."""

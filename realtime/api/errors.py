@@ -120,7 +120,7 @@ def handle_persistence_error(_: Request[Any, Any, Any], exc: PersistenceError) -
 def handle_http_error(_: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
     detail = exc.detail
     if isinstance(exc.__cause__, SerializationException):
-        # Litestar turns a body that fails to decode into a 400 with the decoder's words only
+        # Litestar turns a body that fails to decode into a 400 with only the decoder's message
         # ("Input data was truncated"), which names neither the body nor JSON.
         detail = f"request body is not valid JSON: {detail}"
     return error_response(exc.status_code, detail, headers=exc.headers)

@@ -32,8 +32,8 @@ class BrokerEvent:
     conversation_id: uuid.UUID
     # The message's seq for MESSAGE events, the first seq for MESSAGES events, else 0.
     seq: int
-    # The frame text for MESSAGE and TYPING events, the frames for MESSAGES; the removed user's id
-    # for PARTICIPANT_REMOVED.
+    # The frame text for MESSAGE and TYPING events, the frames for MESSAGES, and the removed user's
+    # id for PARTICIPANT_REMOVED.
     body: str
     origin: str
 

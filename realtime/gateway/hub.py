@@ -43,8 +43,8 @@ class Hub:
         self.connections: dict[str, Connection] = {}
         self._by_user: dict[uuid.UUID, set[Connection]] = defaultdict(set)
         self._subscribers: dict[uuid.UUID, set[Subscription]] = {}
-        # Frames stored during the current callback and not yet published, per conversation, as
-        # runs of consecutive seqs: (first seq, frames).
+        # Frames of the current batch, not yet published, per conversation, as runs of consecutive
+        # seqs: (first seq, frames).
         self._unpublished: dict[uuid.UUID, list[tuple[int, list[str]]]] = {}
         self.closing = False
         self._sweeper: asyncio.Task[None] | None = None
@@ -153,25 +153,23 @@ class Hub:
     # Events
 
     def message_stored(self, message: Message, message_json: str) -> None:
-        """Deliver a stored message to local subscribers and publish it to the other instances.
-
-        The pipeline reports a whole batch within one event loop callback, so the publishes wait
-        until that callback ends, and the messages of one conversation with consecutive seqs go
-        out as one event. Another instance then reads and parses one Redis message for them.
-        """
+        """Deliver a stored message to local subscribers, and keep it for the batch's publish."""
         frame = message_frame(message_json)
         self._deliver(message.conversation_id, message.seq, frame)
         if not self.broker.reaches_other_instances:
             return
-        if not self._unpublished:
-            asyncio.get_running_loop().call_soon(self._publish_stored)
         runs = self._unpublished.setdefault(message.conversation_id, [])
         if runs and runs[-1][0] + len(runs[-1][1]) == message.seq:
             runs[-1][1].append(frame)
         else:
             runs.append((message.seq, [frame]))
 
-    def _publish_stored(self) -> None:
+    def batch_stored(self) -> None:
+        """Publish the batch's messages to the other instances.
+
+        The messages of one conversation with consecutive seqs go out as one event, so another
+        instance reads and parses one Redis message for them.
+        """
         unpublished, self._unpublished = self._unpublished, {}
         origin = self.broker.instance_id
         for conversation_id, runs in unpublished.items():

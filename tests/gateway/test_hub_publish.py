@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from types import SimpleNamespace
 
@@ -40,7 +39,7 @@ def stored(hub: Hub, conversation_id: uuid.UUID, seq: int) -> str:
     return message_frame(message_json)
 
 
-async def test_batch_publish_groups_seq_runs():
+def test_batch_publish_groups_seq_runs():
     broker = RecordingBroker()
     hub = Hub(None, broker)
     first, second = uuid.uuid4(), uuid.uuid4()
@@ -51,9 +50,9 @@ async def test_batch_publish_groups_seq_runs():
         (first, 7): stored(hub, first, 7),
         (first, 9): stored(hub, first, 9),
     }
-    # Nothing goes out before the callback that stored the batch has ended.
+    # Nothing goes out before the batch has ended.
     assert broker.published == []
-    await asyncio.sleep(0)
+    hub.batch_stored()
 
     published = [(channel, event.kind, event.conversation_id, event.seq, event.body) for channel, event in broker.published]
     assert published == [
@@ -71,13 +70,13 @@ async def test_batch_publish_groups_seq_runs():
     grouped = broker.published[0][1]
     assert BrokerEvent.decode(grouped.encode()) == grouped
 
-    # The next callback's messages form events of their own.
+    # The next batch's messages form events of their own.
     stored(hub, first, 10)
-    await asyncio.sleep(0)
+    hub.batch_stored()
     assert [(event.kind, event.seq) for _, event in broker.published[3:]] == [(EventKind.MESSAGE, 10)]
 
 
-async def test_grouped_event_delivers_in_order():
+def test_grouped_event_delivers_in_order():
     hub = Hub(None, RecordingBroker())
     conversation_id = uuid.uuid4()
     subscription = RecordingSubscription(conversation_id)
@@ -89,9 +88,9 @@ async def test_grouped_event_delivers_in_order():
     assert subscription.offered == [(5, frames[0]), (6, frames[1]), (7, frames[2])]
 
 
-async def test_single_instance_keeps_nothing_to_publish():
+def test_single_instance_keeps_nothing_to_publish():
     broker = MemoryBroker()
     hub = Hub(None, broker)
     stored(hub, uuid.uuid4(), 1)
-    # Not even kept for a publish at the end of the callback.
+    # The hub keeps nothing for a later publish.
     assert hub._unpublished == {}

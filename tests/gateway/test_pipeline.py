@@ -15,9 +15,14 @@ class StoredLog:
 
     def __init__(self) -> None:
         self.seqs: list[int] = []
+        # The number of message seqs recorded when each batch ended.
+        self.batch_ends: list[int] = []
 
     def message_stored(self, message: Message, message_json: str) -> None:
         self.seqs.append(message.seq)
+
+    def batch_stored(self) -> None:
+        self.batch_ends.append(len(self.seqs))
 
 
 def new_message(world, number: int) -> NewMessage:  # noqa: F811
@@ -147,7 +152,8 @@ def record_begins(pipeline: MessagePipeline) -> list[tuple[float, int]]:
 
 async def test_loaded_batches_begin_interval_apart(db, world):  # noqa: F811
     """After a batch of several messages, the next batch waits out the interval and takes all that came."""
-    pipeline = MessagePipeline(db, StoredLog(), batch_wait_ms=0, batch_interval_ms=500)
+    log = StoredLog()
+    pipeline = MessagePipeline(db, log, batch_wait_ms=0, batch_interval_ms=500)
     begins = record_begins(pipeline)
     outcomes: list[StoreOutcome] = []
     await pipeline.start()
@@ -168,6 +174,8 @@ async def test_loaded_batches_begin_interval_apart(db, world):  # noqa: F811
     assert [size for _, size in begins] == [1, 2, 3]
     assert begins[2][0] - begins[1][0] >= 0.5
     assert [outcome.result.message.seq for outcome in outcomes] == [2, 3, 4, 5, 6]
+    # The sink gets one batch_stored call per batch, after the batch's last message.
+    assert log.batch_ends == [1, 3, 6]
 
 
 async def test_lone_message_batch_not_spaced(db, world):  # noqa: F811
